@@ -1,0 +1,52 @@
+"""``DefaultCollator``: any processor with a chat template."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+import attrs
+import torch
+
+from .base import BaseCollator
+from .errors import VLMCollateError
+from .labels import DerivedTemplateMarker, FirstOf, LabelStrategy, LegacyBPEMatch
+from .media import MediaStrategy, PlainMedia
+from .samples import Sample
+
+__all__ = ["DefaultCollator"]
+
+
+def _default_labels() -> LabelStrategy:
+    return FirstOf(DerivedTemplateMarker(), LegacyBPEMatch())
+
+
+@attrs.define(kw_only=True)
+class DefaultCollator(BaseCollator):
+    """The seed's ``default_collate_fn``: one ``apply_chat_template`` call does it all.
+
+    The processor renders, tokenizes and reads the media of the whole batch
+    (``tokenize=True, return_dict=True``). Turn markers are derived from the
+    template, so any chat format works; pixels default to bfloat16.
+    """
+
+    default_pixel_dtype: ClassVar[torch.dtype | None] = torch.bfloat16
+
+    label_strategy: LabelStrategy = attrs.field(factory=_default_labels)
+    media_strategy: MediaStrategy = attrs.field(factory=PlainMedia)
+
+    def template(self, samples: Sequence[Sample]) -> dict[str, Any]:
+        options = {"padding": True, **self.processor_kwargs}
+        try:
+            encoded = self.processor.apply_chat_template(
+                [sample.conversation for sample in samples],
+                tokenize=True,
+                return_dict=True,
+                return_tensors="pt",
+                processor_kwargs=options,
+            )
+        except VLMCollateError:
+            raise
+        except Exception as exc:
+            raise self._processor_error(samples, exc) from exc
+        return dict(encoded)

@@ -1,0 +1,133 @@
+"""Errors raised by vlm_collate.
+
+Every error derives from :class:`VLMCollateError` and from the built-in that
+fits it, so ``except ValueError`` keeps working in code that predates us::
+
+    VLMCollateError (Exception)
+    ├── SampleError (ValueError)          a sample is malformed; names sample and message
+    │   ├── SampleTypeError (TypeError)   a field has the wrong type
+    │   ├── MediaError                    an image/video/audio cannot be used
+    │   ├── SpecialTokenError             message text holds a control-token string
+    │   ├── EmptyLabelsError              no token of the sample would be trained
+    │   ├── OverlongError                 the sample is longer than max_length
+    │   ├── TemplateError                 the chat template refused the sample
+    │   └── ProcessorError                the processor call failed on the batch
+    ├── BatchError (ValueError)           the batch is empty, or every sample was dropped
+    ├── LabelStrategyError (ValueError)   a label strategy does not apply to this tokenizer
+    ├── ConfigurationError (ValueError)   an option has an invalid value
+    └── MissingDependencyError (ImportError)  an optional package is not installed
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "BatchError",
+    "ConfigurationError",
+    "EmptyLabelsError",
+    "LabelStrategyError",
+    "MediaError",
+    "MissingDependencyError",
+    "OverlongError",
+    "ProcessorError",
+    "SampleError",
+    "SampleTypeError",
+    "SpecialTokenError",
+    "TemplateError",
+    "VLMCollateError",
+    "where",
+]
+
+
+class VLMCollateError(Exception):
+    """Base class of every error this package raises."""
+
+
+def where(sample_index: int | None, message_index: int | None = None, item_index: int | None = None) -> str:
+    """Format a location prefix such as ``"sample 3, message 2, item 0"``."""
+    parts = []
+    if sample_index is not None:
+        parts.append(f"sample {sample_index}")
+    if message_index is not None:
+        parts.append(f"message {message_index}")
+    if item_index is not None:
+        parts.append(f"item {item_index}")
+    return ", ".join(parts)
+
+
+class SampleError(VLMCollateError, ValueError):
+    """A sample is malformed or unusable.
+
+    The message starts with its location (``"sample 3, message 2: ..."``); the
+    indices are also kept as attributes for programs that handle the error.
+    """
+
+    def __init__(
+        self,
+        detail: str,
+        *,
+        sample_index: int | None = None,
+        message_index: int | None = None,
+        item_index: int | None = None,
+    ) -> None:
+        self.sample_index = sample_index
+        self.message_index = message_index
+        self.item_index = item_index
+        self.detail = detail
+        prefix = where(sample_index, message_index, item_index)
+        super().__init__(f"{prefix}: {detail}" if prefix else detail)
+
+    def __reduce__(self):  # keep the indices across pickling (DataLoader workers)
+        return (
+            _rebuild_sample_error,
+            (type(self), self.detail, self.sample_index, self.message_index, self.item_index),
+        )
+
+
+def _rebuild_sample_error(cls, detail, sample_index, message_index, item_index):
+    return cls(
+        detail, sample_index=sample_index, message_index=message_index, item_index=item_index
+    )
+
+
+class SampleTypeError(SampleError, TypeError):
+    """A field of a sample has the wrong type."""
+
+
+class MediaError(SampleError):
+    """An image, video or audio item is missing, unreadable or too large."""
+
+
+class SpecialTokenError(SampleError):
+    """Message text contains a control-token string such as ``<|im_end|>``."""
+
+
+class EmptyLabelsError(SampleError):
+    """No token of the sample would be trained (the loss would be nan)."""
+
+
+class OverlongError(SampleError):
+    """The sample does not fit in ``max_length``."""
+
+
+class TemplateError(SampleError):
+    """The chat template could not render the sample."""
+
+
+class ProcessorError(SampleError):
+    """The processor failed on the batch (for example an image-token mismatch)."""
+
+
+class BatchError(VLMCollateError, ValueError):
+    """The batch is empty, or every one of its samples was dropped."""
+
+
+class LabelStrategyError(VLMCollateError, ValueError):
+    """A label strategy cannot be used with this processor's tokenizer."""
+
+
+class ConfigurationError(VLMCollateError, ValueError):
+    """A collator or strategy option has an invalid value."""
+
+
+class MissingDependencyError(VLMCollateError, ImportError):
+    """An optional package is needed; the message names the extra to install."""

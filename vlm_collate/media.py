@@ -1,0 +1,196 @@
+"""Media strategies: gathering media for the processor, finishing media in the batch.
+
+A :class:`MediaStrategy` has two jobs. :meth:`~MediaStrategy.gather` turns the
+batch's conversations into keyword arguments for the processor call
+(``images=``, ``videos=``, ...; only modalities that are present).
+:meth:`~MediaStrategy.finalize` finishes the media entries of the batch: pixel
+dtype, per-sample media counts and ``num_patches``.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import attrs
+import torch
+
+from .errors import MissingDependencyError
+from .samples import count_media, extract_media
+
+__all__ = [
+    "MEDIA_KEYS",
+    "PIXEL_KEYS",
+    "MediaStrategy",
+    "PlainMedia",
+    "QwenVLUtilsMedia",
+    "media_token_ids",
+]
+
+Conversations = Sequence[Sequence[Mapping[str, Any]]]
+
+PIXEL_KEYS = ("pixel_values", "pixel_values_videos", "pixel_values_images")
+# Per-media entries: never padded or shifted along the token axis, even when a
+# tensor happens to have the shape of input_ids.
+MEDIA_KEYS = frozenset(
+    {
+        *PIXEL_KEYS,
+        "image_grid_thw",
+        "video_grid_thw",
+        "image_sizes",
+        "second_per_grid_ts",
+        "input_features",
+        "feature_attention_mask",
+        "audio_attention_mask",
+        "image_grid_hws",
+        "grid_thws",
+        "num_patches",
+        "n_images_per_sample",
+        "n_videos_per_sample",
+    }
+)
+# Processor attributes that hold media placeholder tokens or their ids.
+_MEDIA_TOKEN_ATTRIBUTES = (
+    "image_token",
+    "video_token",
+    "audio_token",
+    "vision_start_token",
+    "vision_end_token",
+    "image_start_token",
+    "image_end_token",
+    "boi_token",
+    "eoi_token",
+    "audio_bos_token",
+    "audio_eos_token",
+)
+_MEDIA_TOKEN_STRINGS = (
+    "<|image_pad|>",
+    "<|video_pad|>",
+    "<|audio_pad|>",
+    "<|vision_start|>",
+    "<|vision_end|>",
+    "<|vision_pad|>",
+    "<image>",
+    "<video>",
+    "<audio>",
+)
+# Modality names in conversations and the processor keyword that takes them.
+_PROCESSOR_KEYWORDS = {"image": "images", "video": "videos", "audio": "audio"}
+
+
+def media_token_ids(processor: Any) -> frozenset[int]:
+    """Return the ids of every media placeholder token the processor knows of.
+
+    These are never trained, and truncation never cuts through them.
+    """
+    tokenizer = getattr(processor, "tokenizer", None) or processor
+    found: set[int] = set()
+    for attribute in _MEDIA_TOKEN_ATTRIBUTES:
+        token_id = getattr(processor, f"{attribute}_id", None)
+        if isinstance(token_id, int):
+            found.add(token_id)
+        token = getattr(processor, attribute, None)
+        if isinstance(token, str):
+            found.update(_ids_of(tokenizer, [token]))
+    found.update(_ids_of(tokenizer, _MEDIA_TOKEN_STRINGS))
+    return frozenset(found)
+
+
+def _ids_of(tokenizer: Any, tokens: Sequence[str]) -> set[int]:
+    vocab_size = len(tokenizer) if hasattr(tokenizer, "__len__") else None
+    unknown = getattr(tokenizer, "unk_token_id", None)
+    ids = set()
+    for token in tokens:
+        try:
+            token_id = tokenizer.convert_tokens_to_ids(token)
+        except Exception:
+            continue
+        if isinstance(token_id, int) and token_id != unknown and (vocab_size is None or token_id < vocab_size):
+            ids.add(token_id)
+    return ids
+
+
+class MediaStrategy(abc.ABC):
+    """Gathers media for the processor and finishes media entries of the batch."""
+
+    def gather(self, conversations: Conversations) -> dict[str, Any]:
+        """Return processor keyword arguments for the media in ``conversations``."""
+        media = extract_media(conversations)
+        return {_PROCESSOR_KEYWORDS[kind]: values for kind, values in media.items()}
+
+    def finalize(
+        self,
+        batch: dict[str, Any],
+        conversations: Conversations,
+        *,
+        processor: Any,
+        pixel_dtype: torch.dtype | None,
+    ) -> dict[str, Any]:
+        """Cast pixels, add per-sample media counts and ``num_patches``; returns ``batch``."""
+        if pixel_dtype is not None:
+            for key in PIXEL_KEYS:
+                if key in batch:
+                    batch[key] = _cast(batch[key], pixel_dtype)
+        for kind in ("image", "video"):
+            counts = [count_media(conversation, kind) for conversation in conversations]
+            if any(counts):
+                batch[f"n_{kind}s_per_sample"] = torch.tensor(counts, dtype=torch.long)
+        pixels = batch.get("pixel_values")
+        image_token_id = getattr(processor, "image_token_id", None)
+        if isinstance(pixels, torch.Tensor) and pixels.dim() == 5 and isinstance(image_token_id, int):
+            batch["num_patches"] = (batch["input_ids"] == image_token_id).sum(dim=-1)
+        return batch
+
+
+def _cast(value: Any, dtype: torch.dtype) -> Any:
+    if isinstance(value, torch.Tensor):
+        return value.to(dtype) if value.is_floating_point() else value
+    if isinstance(value, list):
+        return [_cast(item, dtype) for item in value]
+    return value
+
+
+@attrs.frozen(kw_only=True)
+class PlainMedia(MediaStrategy):
+    """Media passed to the processor as the conversation gives them.
+
+    Images are the validated RGB copies; videos are paths, URLs or frame lists,
+    which the processor's video processor reads and samples itself.
+    """
+
+
+@attrs.frozen(kw_only=True)
+class QwenVLUtilsMedia(MediaStrategy):
+    """Media read and resized by ``qwen_vl_utils.process_vision_info``.
+
+    Handles paths, ``file://`` URLs, PIL images, and videos from files or frame
+    lists the way Qwen's reference code does; the frames are already sampled,
+    so the processor is told not to sample again.
+
+    Args:
+        image_patch_size: Patch size passed to qwen-vl-utils (14 for Qwen2/2.5-VL,
+            16 for Qwen3-VL).
+    """
+
+    image_patch_size: int = 14
+
+    def gather(self, conversations: Conversations) -> dict[str, Any]:
+        try:
+            from qwen_vl_utils import process_vision_info
+        except ImportError as exc:
+            msg = "QwenVLUtilsMedia needs the 'qwen-vl-utils' package: pip install qwen-vl-utils"
+            raise MissingDependencyError(msg) from exc
+        images, videos, video_kwargs = process_vision_info(
+            [list(conversation) for conversation in conversations],
+            return_video_kwargs=True,
+            image_patch_size=self.image_patch_size,
+        )
+        gathered: dict[str, Any] = {}
+        if images:
+            gathered["images"] = images
+        if videos:
+            gathered["videos"] = videos
+            gathered["do_sample_frames"] = False
+            gathered.update({key: value for key, value in video_kwargs.items() if value is not None})
+        return gathered

@@ -1,0 +1,212 @@
+"""Validating samples and copying their conversations.
+
+A sample is a mapping with a ``"conversation"``: a list of ``{"role", "content"}``
+messages whose content is a string or a list of typed items
+(``text``/``image``/``video``/``audio``). :func:`prepare_sample` checks that shape,
+names the exact place that is wrong, and returns a :class:`Sample` holding a
+normalised *copy* of the conversation; the caller's data is never modified.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import Any
+
+import attrs
+
+from .errors import MediaError, SampleError, SampleTypeError
+from .images import is_remote, load_image, local_path
+
+__all__ = [
+    "MEDIA_TYPES",
+    "Sample",
+    "count_media",
+    "extract_media",
+    "find_special_token",
+    "iter_texts",
+    "prepare_sample",
+]
+
+MEDIA_TYPES = ("image", "video", "audio")
+ITEM_TYPES = ("text", *MEDIA_TYPES)
+# Keys under which transformers' chat templates accept a media source.
+_SOURCE_KEYS = {"image": ("image", "url", "path"), "video": ("video", "url", "path")}
+
+
+@attrs.frozen
+class Sample:
+    """One sample after validation.
+
+    Args:
+        index: Position of the sample in the batch the caller passed in.
+        conversation: A normalised copy of the sample's conversation.
+        example: The caller's original mapping (read, never modified).
+    """
+
+    index: int
+    conversation: list[dict[str, Any]]
+    example: Mapping[str, Any] = attrs.field(repr=False)
+
+
+def prepare_sample(example: Any, index: int, *, max_image_pixels: int) -> Sample:
+    """Validate one example and return it with a normalised conversation copy.
+
+    Images given as paths are opened, checked and converted to upright RGB;
+    PIL images are converted on copies.
+    """
+    if not isinstance(example, Mapping):
+        msg = f"expected a mapping with a 'conversation' key (got {type(example).__name__})"
+        raise SampleTypeError(msg, sample_index=index)
+    if "conversation" not in example:
+        keys = ", ".join(repr(key) for key in list(example)[:8]) or "none"
+        msg = f"missing key 'conversation' (keys present: {keys})"
+        raise SampleError(msg, sample_index=index)
+    conversation = example["conversation"]
+    if not isinstance(conversation, Sequence) or isinstance(conversation, (str, bytes)):
+        msg = f"'conversation' must be a list of messages (got {type(conversation).__name__})"
+        raise SampleTypeError(msg, sample_index=index)
+    if not conversation:
+        msg = "'conversation' is empty"
+        raise SampleError(msg, sample_index=index)
+    copied = [
+        _copy_message(message, index, position, max_image_pixels)
+        for position, message in enumerate(conversation)
+    ]
+    return Sample(index=index, conversation=copied, example=example)
+
+
+def _copy_message(message: Any, sample: int, position: int, max_pixels: int) -> dict[str, Any]:
+    if not isinstance(message, Mapping):
+        msg = f"a message must be a mapping with 'role' and 'content' (got {type(message).__name__})"
+        raise SampleTypeError(msg, sample_index=sample, message_index=position)
+    role = message.get("role")
+    if not isinstance(role, str) or not role:
+        got = "no 'role' key" if "role" not in message else f"{role!r}"
+        msg = f"a message needs a non-empty string 'role' (got {got})"
+        raise SampleError(msg, sample_index=sample, message_index=position)
+    copied = dict(message)
+    content = message.get("content")
+    if isinstance(content, str):
+        return copied
+    if content is None and message.get("tool_calls"):
+        return copied  # an assistant tool-call message may carry no text
+    if not isinstance(content, Sequence) or isinstance(content, bytes):
+        msg = f"'content' must be a string or a list of items (got {type(content).__name__})"
+        raise SampleTypeError(msg, sample_index=sample, message_index=position)
+    copied["content"] = [
+        _copy_item(item, sample, position, item_index, max_pixels)
+        for item_index, item in enumerate(content)
+    ]
+    return copied
+
+
+def _copy_item(item: Any, sample: int, message: int, index: int, max_pixels: int) -> dict[str, Any]:
+    location = {"sample_index": sample, "message_index": message, "item_index": index}
+    if not isinstance(item, Mapping):
+        msg = f"a content item must be a mapping with a 'type' (got {type(item).__name__})"
+        raise SampleTypeError(msg, **location)
+    kind = item.get("type")
+    if kind not in ITEM_TYPES:
+        msg = f"item 'type' must be one of {', '.join(ITEM_TYPES)} (got {kind!r})"
+        raise SampleError(msg, **location)
+    copied = dict(item)
+    if kind == "text":
+        text = item.get("text")
+        if not isinstance(text, str):
+            msg = f"a text item needs a string 'text' (got {type(text).__name__})"
+            raise SampleTypeError(msg, **location)
+    elif kind == "image":
+        source = _source(item, "image", location)
+        for key in _SOURCE_KEYS["image"]:
+            copied.pop(key, None)
+        copied["image"] = load_image(source, max_pixels=max_pixels, location=location)
+    elif kind == "video":
+        copied["video"] = _check_video(_source(item, "video", location), max_pixels, location)
+    elif kind == "audio" and "audio" not in item and "path" not in item and "url" not in item:
+        msg = "an audio item needs an 'audio' value (array, (array, rate), dict or path)"
+        raise SampleError(msg, **location)
+    return copied
+
+
+def _source(item: Mapping[str, Any], kind: str, location: dict[str, int | None]) -> Any:
+    for key in _SOURCE_KEYS[kind]:
+        if item.get(key) is not None:
+            return item[key]
+    msg = f"a {kind} item needs one of the keys {', '.join(_SOURCE_KEYS[kind])}"
+    raise SampleError(msg, **location)
+
+
+def _check_video(source: Any, max_pixels: int, location: dict[str, int | None]) -> Any:
+    if isinstance(source, (str, os.PathLike)):
+        if isinstance(source, str) and is_remote(source):
+            return source
+        path = local_path(source)
+        if not path.is_file():
+            msg = f"video file {str(path)!r} does not exist"
+            raise MediaError(msg, **location)
+        if path.stat().st_size == 0:
+            msg = f"video file {str(path)!r} is empty (0 bytes)"
+            raise MediaError(msg, **location)
+        return source
+    if isinstance(source, Sequence):
+        if not source:
+            msg = "a video given as a list of frames has no frames"
+            raise MediaError(msg, **location)
+        return [load_image(frame, max_pixels=max_pixels, location=location) for frame in source]
+    return source  # arrays and tensors of frames go to the processor as they are
+
+
+def iter_texts(conversation: Iterable[Mapping[str, Any]]) -> Iterator[tuple[int, str]]:
+    """Yield ``(message_index, text)`` for every text the template will render."""
+    for position, message in enumerate(conversation):
+        content = message.get("content")
+        if isinstance(content, str):
+            yield position, content
+        elif isinstance(content, list):
+            for item in content:
+                if item.get("type") == "text":
+                    yield position, item["text"]
+        reasoning = message.get("reasoning_content")
+        if isinstance(reasoning, str):
+            yield position, reasoning
+
+
+def find_special_token(
+    conversation: Iterable[Mapping[str, Any]], pattern: re.Pattern[str] | None
+) -> tuple[int, str] | None:
+    """Return ``(message_index, token)`` of the first control token found in text."""
+    if pattern is None:
+        return None
+    for position, text in iter_texts(conversation):
+        found = pattern.search(text)
+        if found:
+            return position, found.group(0)
+    return None
+
+
+def extract_media(conversations: Iterable[Sequence[Mapping[str, Any]]]) -> dict[str, list[Any]]:
+    """Collect media sources in conversation order, one list per modality present."""
+    media: dict[str, list[Any]] = {}
+    for conversation in conversations:
+        for message in conversation:
+            content = message.get("content")
+            if not isinstance(content, list):
+                continue
+            for item in content:
+                kind = item.get("type")
+                if kind in MEDIA_TYPES and item.get(kind) is not None:
+                    media.setdefault(kind, []).append(item[kind])
+    return media
+
+
+def count_media(conversation: Iterable[Mapping[str, Any]], kind: str) -> int:
+    """Count the items of one modality in a conversation."""
+    return sum(
+        1
+        for message in conversation
+        if isinstance(message.get("content"), list)
+        for item in message["content"]
+        if item.get("type") == kind
+    )
