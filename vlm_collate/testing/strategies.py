@@ -10,6 +10,7 @@ decoded run can only equal its source text if the source is normalised too.
 
 from __future__ import annotations
 
+import re
 import unicodedata
 from typing import Any
 
@@ -24,6 +25,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without hypothes
     raise MissingDependencyError(msg) from exc
 
 __all__ = [
+    "CONTROL_TOKENS",
     "IMAGE_MODES",
     "answer_texts",
     "conversations",
@@ -41,14 +43,27 @@ _LETTERS = st.characters(
 )
 
 
+# Control-token shapes of the supported templates. Text holding them is bad
+# input (the collator's special_tokens_in_text policy), not a labelling case.
+CONTROL_TOKENS = re.compile(
+    r"<\|[^<>|]*\|>|<\|?[a-z_]+\|>|<\|[a-z_]+>"
+    r"|</?(image|video|audio|s|unk|pad|think|tool_call|tool_response|start_of_turn|end_of_turn|bos|eos)>"
+    r"|\[/?[A-Z_]+\]"
+)
+
+
 def _nfc(text: str) -> str:
     return unicodedata.normalize("NFC", text)
+
+
+def _plain(text: str) -> bool:
+    return CONTROL_TOKENS.search(text) is None
 
 
 def prompt_texts() -> st.SearchStrategy[str]:
     """Non-empty user/system texts: words, unicode and punctuation."""
     words = st.lists(st.one_of(st.sampled_from(_WORDS), st.text(_LETTERS, min_size=1, max_size=8)), min_size=1, max_size=8)
-    return words.map(" ".join).map(_nfc).filter(lambda text: text.strip() != "")
+    return words.map(" ".join).map(_nfc).filter(lambda text: text.strip() != "" and _plain(text))
 
 
 def answer_texts(*, allow_empty: bool = True, leading_newline: bool = True) -> st.SearchStrategy[str]:
@@ -61,7 +76,7 @@ def answer_texts(*, allow_empty: bool = True, leading_newline: bool = True) -> s
     ).map(" ".join)
     lead = st.one_of(st.just(""), st.sampled_from(leads))
     tail = st.sampled_from(["", "", ".", "\n", " "])
-    text = st.tuples(lead, body, tail).map("".join).map(_nfc)
+    text = st.tuples(lead, body, tail).map("".join).map(_nfc).filter(_plain)
     return text if allow_empty else text.filter(lambda value: value.strip() != "")
 
 
