@@ -32,6 +32,7 @@ from .errors import (
     EmptyLabelsError,
     OverlongError,
     ProcessorError,
+    SampleError,
     SpecialTokenError,
     TemplateError,
     VLMCollateError,
@@ -249,7 +250,7 @@ class BaseCollator:
     def template(self, samples: Sequence[Sample]) -> dict[str, Any]:
         """Render each conversation to text and run the processor on texts and media."""
         texts = [self.render(sample) for sample in samples]
-        media = self.media_strategy.gather([sample.conversation for sample in samples])
+        media = self.gather_media(samples)
         return self.call_processor(samples, text=texts, **media)
 
     def hook(self, batch: dict[str, Any], samples: Sequence[Sample]) -> dict[str, Any]:
@@ -334,6 +335,20 @@ class BaseCollator:
             return render(self.processor, sample.conversation, **template_kwargs)
         except TemplateError as exc:
             raise TemplateError(str(exc), sample_index=sample.index) from exc
+
+    def gather_media(self, samples: Sequence[Sample]) -> dict[str, Any]:
+        """Ask the media strategy for processor inputs; errors name the caller's sample index."""
+        try:
+            return self.media_strategy.gather([sample.conversation for sample in samples])
+        except SampleError as exc:
+            if exc.sample_index is None or not 0 <= exc.sample_index < len(samples):
+                raise
+            raise type(exc)(
+                exc.detail,
+                sample_index=samples[exc.sample_index].index,
+                message_index=exc.message_index,
+                item_index=exc.item_index,
+            ) from exc
 
     def call_processor(self, samples: Sequence[Sample], **inputs: Any) -> dict[str, Any]:
         """Call the processor with padding and tensors on; failures name the samples."""

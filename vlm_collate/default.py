@@ -12,7 +12,7 @@ from .base import BaseCollator
 from .errors import VLMCollateError
 from .labels import DerivedTemplateMarker, FirstOf, LabelStrategy, LegacyBPEMatch
 from .media import MediaStrategy, PlainMedia
-from .samples import Sample
+from .samples import Sample, count_media
 
 __all__ = ["DefaultCollator"]
 
@@ -27,7 +27,10 @@ class DefaultCollator(BaseCollator):
 
     The processor renders, tokenizes and reads the media of the whole batch
     (``tokenize=True, return_dict=True``). Turn markers are derived from the
-    template, so any chat format works; pixels default to bfloat16.
+    template, so any chat format works; pixels default to bfloat16. Batches
+    with videos are rendered first and passed to the processor with frames
+    decoded by PyAV, as ``transformers`` cannot read video files without
+    ``torchcodec``.
     """
 
     default_pixel_dtype: ClassVar[torch.dtype | None] = torch.bfloat16
@@ -36,6 +39,11 @@ class DefaultCollator(BaseCollator):
     media_strategy: MediaStrategy = attrs.field(factory=PlainMedia)
 
     def template(self, samples: Sequence[Sample]) -> dict[str, Any]:
+        if any(count_media(sample.conversation, "video") for sample in samples):
+            # transformers reads video files only through torchcodec and loses
+            # the frame rate of decoded frames; render and call the processor
+            # with PyAV-decoded frames and their metadata instead.
+            return super().template(samples)
         options = {"padding": True, **self.processor_kwargs}
         try:
             encoded = self.processor.apply_chat_template(

@@ -10,14 +10,19 @@ dtype, per-sample media counts and ``num_patches``.
 from __future__ import annotations
 
 import abc
-from collections.abc import Mapping, Sequence
+import os
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import attrs
+import numpy as np
 import torch
+from PIL import Image
 
-from .errors import MissingDependencyError
-from .samples import count_media, extract_media
+from .errors import MediaError, MissingDependencyError
+from .images import is_remote, local_path
+from .samples import count_media
+from .video import read_video
 
 __all__ = [
     "MEDIA_KEYS",
@@ -111,13 +116,74 @@ def _ids_of(tokenizer: Any, tokens: Sequence[str]) -> set[int]:
     return ids
 
 
+def iter_media_items(conversations: Conversations) -> Iterator[tuple[dict[str, int], dict[str, Any]]]:
+    """Yield ``(location, item)`` for every media item, in conversation order.
+
+    ``location`` holds ``sample_index`` (the position in ``conversations``),
+    ``message_index`` and ``item_index``, ready for a :class:`MediaError`.
+    """
+    for position, conversation in enumerate(conversations):
+        for message_index, message in enumerate(conversation):
+            content = message.get("content")
+            if not isinstance(content, list):
+                continue
+            for item_index, item in enumerate(content):
+                if item.get("type") in _PROCESSOR_KEYWORDS:
+                    yield {"sample_index": position, "message_index": message_index, "item_index": item_index}, item
+
+
+def _is_local_file(source: Any) -> bool:
+    return isinstance(source, os.PathLike) or (isinstance(source, str) and not is_remote(source))
+
+
+def _frames_metadata(frames: Any, item: Mapping[str, Any]) -> Any:
+    """Metadata for frames given directly: ``fps`` (or ``sample_fps``) from the item, else 2."""
+    from transformers.video_utils import VideoMetadata
+
+    count = len(frames)
+    fps = float(item.get("fps") or item.get("sample_fps") or 2.0)
+    return VideoMetadata(total_num_frames=count, fps=fps, duration=count / fps, frames_indices=list(range(count)))
+
+
 class MediaStrategy(abc.ABC):
     """Gathers media for the processor and finishes media entries of the batch."""
 
     def gather(self, conversations: Conversations) -> dict[str, Any]:
-        """Return processor keyword arguments for the media in ``conversations``."""
-        media = extract_media(conversations)
-        return {_PROCESSOR_KEYWORDS[kind]: values for kind, values in media.items()}
+        """Return processor keyword arguments for the media in ``conversations``.
+
+        Video files are decoded with PyAV; every video comes with its
+        ``video_metadata`` so the processor knows the real frame rate.
+        """
+        gathered: dict[str, list[Any]] = {}
+        for location, item in iter_media_items(conversations):
+            kind = item["type"]
+            value = item.get(kind)
+            if kind == "video":
+                value, metadata = self.video(value, item, location)
+                gathered.setdefault("video_metadata", []).append(metadata)
+            gathered.setdefault(_PROCESSOR_KEYWORDS[kind], []).append(value)
+        return gathered
+
+    def video(self, source: Any, item: Mapping[str, Any], location: dict[str, int]) -> tuple[Any, Any]:
+        """Return one video's frames and metadata; files are decoded here.
+
+        The item may choose frames with ``fps``, ``nframes`` or ``max_frames``;
+        without them every frame is kept, as in the seed.
+        """
+        if isinstance(source, str) and is_remote(source):
+            return source, None  # the processor fetches URLs itself
+        if not _is_local_file(source):
+            return source, _frames_metadata(source, item)
+        try:
+            decoded = read_video(
+                local_path(source),
+                fps=item.get("fps"),
+                nframes=item.get("nframes"),
+                max_frames=item.get("max_frames"),
+            )
+        except MediaError as exc:
+            raise MediaError(exc.detail, **location) from exc
+        return decoded.frames, decoded.metadata()
 
     def finalize(
         self,
@@ -142,7 +208,6 @@ class MediaStrategy(abc.ABC):
             batch["num_patches"] = (batch["input_ids"] == image_token_id).sum(dim=-1)
         return batch
 
-
 def _cast(value: Any, dtype: torch.dtype) -> Any:
     if isinstance(value, torch.Tensor):
         return value.to(dtype) if value.is_floating_point() else value
@@ -164,16 +229,22 @@ class PlainMedia(MediaStrategy):
 class QwenVLUtilsMedia(MediaStrategy):
     """Media read and resized by ``qwen_vl_utils.process_vision_info``.
 
-    Handles paths, ``file://`` URLs, PIL images, and videos from files or frame
-    lists the way Qwen's reference code does; the frames are already sampled,
-    so the processor is told not to sample again.
+    Images (PIL, paths, ``file://`` URLs) and videos (files or frame lists) are
+    resized the way Qwen's reference code does. Video files are decoded here
+    at ``fps`` frames per second (the item's ``fps``, else 2, an even count as
+    Qwen needs) and handed to qwen-vl-utils as frame lists with their real
+    sampling rate; the processor is told not to sample again.
 
     Args:
         image_patch_size: Patch size passed to qwen-vl-utils (14 for Qwen2/2.5-VL,
             16 for Qwen3-VL).
+        fps: Default frames per second sampled from video files.
+        max_frames: Most frames kept per video.
     """
 
     image_patch_size: int = 14
+    fps: float = 2.0
+    max_frames: int = 768
 
     def gather(self, conversations: Conversations) -> dict[str, Any]:
         try:
@@ -181,16 +252,44 @@ class QwenVLUtilsMedia(MediaStrategy):
         except ImportError as exc:
             msg = "QwenVLUtilsMedia needs the 'qwen-vl-utils' package: pip install qwen-vl-utils"
             raise MissingDependencyError(msg) from exc
+        prepared = [[dict(message) for message in conversation] for conversation in conversations]
+        for location, item in iter_media_items(prepared):
+            if item["type"] == "video":
+                message = prepared[location["sample_index"]][location["message_index"]]
+                content = message["content"] = list(message["content"])
+                content[location["item_index"]] = self._frames_item(item, location)
         images, videos, video_kwargs = process_vision_info(
-            [list(conversation) for conversation in conversations],
+            prepared,
             return_video_kwargs=True,
+            return_video_metadata=True,
             image_patch_size=self.image_patch_size,
         )
         gathered: dict[str, Any] = {}
         if images:
             gathered["images"] = images
         if videos:
-            gathered["videos"] = videos
-            gathered["do_sample_frames"] = False
+            gathered["videos"] = [frames for frames, _ in videos]
+            gathered["video_metadata"] = [metadata for _, metadata in videos]
             gathered.update({key: value for key, value in video_kwargs.items() if value is not None})
         return gathered
+
+    def _frames_item(self, item: Mapping[str, Any], location: dict[str, int]) -> dict[str, Any]:
+        source = item.get("video")
+        if isinstance(source, list):
+            return dict(item)
+        if _is_local_file(source):
+            try:
+                decoded = read_video(
+                    local_path(source),
+                    fps=item.get("fps", self.fps),
+                    nframes=item.get("nframes"),
+                    max_frames=item.get("max_frames", self.max_frames),
+                    factor=2,
+                )
+            except MediaError as exc:
+                raise MediaError(exc.detail, **location) from exc
+            frames, sample_fps = decoded.frames, decoded.sample_fps
+        else:  # an array or tensor of frames
+            frames, sample_fps = source, item.get("sample_fps", item.get("fps", self.fps))
+        pictures = [Image.fromarray(np.asarray(frame)) for frame in frames]
+        return {**item, "video": pictures, "sample_fps": sample_fps}
