@@ -40,7 +40,6 @@ from .registry import collator_for, register_collator
 __version__ = "0.1.0.dev0"
 
 __all__ = [
-    "IGNORE_INDEX",
     "BaseCollator",
     "BatchError",
     "CollateReport",
@@ -50,6 +49,7 @@ __all__ = [
     "DroppedSample",
     "EmptyLabelsError",
     "FirstOf",
+    "IGNORE_INDEX",
     "ImStartMarker",
     "LabelStrategy",
     "LabelStrategyError",
