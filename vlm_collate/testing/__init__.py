@@ -14,7 +14,16 @@ no network access. The Hypothesis strategies (also in
 
 from __future__ import annotations
 
-from ._processors import FAMILIES, FamilySpec, build_processor, mistral_tokenizer_model, qwen2_tokenizer_dir
+from ._processors import (
+    FAMILIES,
+    Builder,
+    FamilySpec,
+    Options,
+    build_processor,
+    mistral_tokenizer_model,
+    qwen2_tokenizer_dir,
+    register_family,
+)
 from ._spans import decoded_label_runs, label_runs
 
 _STRATEGIES = ("IMAGE_MODES", "answer_texts", "conversations", "examples", "images", "prompt_texts")
@@ -22,7 +31,9 @@ _STRATEGIES = ("IMAGE_MODES", "answer_texts", "conversations", "examples", "imag
 __all__ = [
     "FAMILIES",
     "IMAGE_MODES",
+    "Builder",
     "FamilySpec",
+    "Options",
     "answer_texts",
     "build_processor",
     "conversations",
@@ -33,6 +44,7 @@ __all__ = [
     "mistral_tokenizer_model",
     "prompt_texts",
     "qwen2_tokenizer_dir",
+    "register_family",
 ]
 
 

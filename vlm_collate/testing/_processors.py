@@ -36,10 +36,13 @@ from vlm_collate.errors import ConfigurationError, MissingDependencyError
 
 __all__ = [
     "FAMILIES",
+    "Builder",
     "FamilySpec",
+    "Options",
     "build_processor",
     "mistral_tokenizer_model",
     "qwen2_tokenizer_dir",
+    "register_family",
 ]
 
 TokenizerBase = Literal["qwen2", "mistral-sentencepiece"]
@@ -84,7 +87,7 @@ class FamilySpec:
 
 
 @attrs.frozen(kw_only=True)
-class _Options:
+class Options:
     """The validated keyword options of :func:`build_processor`."""
 
     min_pixels: int | None = attrs.field(default=None)
@@ -126,11 +129,36 @@ class _Options:
             raise ConfigurationError(msg)
 
 
-def _families(*specs: FamilySpec) -> Mapping[str, FamilySpec]:
-    return types.MappingProxyType({spec.name: spec for spec in sorted(specs, key=lambda s: s.name)})
+Builder = Callable[
+    [FamilySpec, transformers.PreTrainedTokenizerBase, str, Options], transformers.ProcessorMixin
+]
+
+_FAMILY_SPECS: dict[str, FamilySpec] = {}
+_FAMILY_BUILDERS: dict[str, Builder] = {}
+
+#: Every family :func:`build_processor` can build, sorted by name (read-only).
+FAMILIES: Mapping[str, FamilySpec] = types.MappingProxyType(_FAMILY_SPECS)
 
 
-FAMILIES: Mapping[str, FamilySpec] = _families(
+def register_family(spec: FamilySpec, builder: Builder) -> None:
+    """Make ``spec`` buildable by :func:`build_processor`.
+
+    ``builder(spec, tokenizer, template, options)`` receives a private copy of
+    the family's base tokenizer (with the chat template already set) and
+    returns the processor. Family modules in ``vlm_collate/testing/families/``
+    call this when imported; users may register their own families too.
+    """
+    if spec.name in _FAMILY_SPECS and _FAMILY_SPECS[spec.name] != spec:
+        msg = f"the processor family {spec.name!r} is already registered differently."
+        raise ConfigurationError(msg)
+    _FAMILY_BUILDERS[spec.name] = builder
+    others = [item for item in _FAMILY_SPECS.values() if item.name != spec.name]
+    ordered = sorted([*others, spec], key=lambda item: item.name)
+    _FAMILY_SPECS.clear()
+    _FAMILY_SPECS.update((item.name, item) for item in ordered)
+
+
+_CORE_FAMILIES = (
     FamilySpec(
         name="qwen2_5_vl",
         processor_class="Qwen2_5_VLProcessor",
@@ -215,7 +243,7 @@ def build_processor(
     if spec is None:
         msg = f"Unknown processor family {family!r}; expected one of: {', '.join(FAMILIES)}."
         raise ConfigurationError(msg)
-    options = _Options(
+    options = Options(
         min_pixels=min_pixels,
         max_pixels=max_pixels,
         padding_side=padding_side,
@@ -229,14 +257,14 @@ def build_processor(
     tokenizer.chat_template = template
     if options.padding_side is not None:
         tokenizer.padding_side = options.padding_side
-    return _BUILDERS[spec.processor_class](spec, tokenizer, template, options)
+    return _FAMILY_BUILDERS[spec.name](spec, tokenizer, template, options)
 
 
 def _build_qwen2_vl(
     spec: FamilySpec,
     tokenizer: transformers.PreTrainedTokenizerBase,
     template: str,
-    options: _Options,
+    options: Options,
 ) -> transformers.ProcessorMixin:
     merged_patch_area = (_QWEN2_PATCH_SIZE * _MERGE_SIZE) ** 2
     image_processor = transformers.Qwen2VLImageProcessor(
@@ -265,7 +293,7 @@ def _build_qwen3_vl(
     spec: FamilySpec,
     tokenizer: transformers.PreTrainedTokenizerBase,
     template: str,
-    options: _Options,
+    options: Options,
 ) -> transformers.ProcessorMixin:
     merged_patch_area = (_QWEN3_PATCH_SIZE * _MERGE_SIZE) ** 2
     # Qwen3-VL normalises to [-1, 1] rather than with the CLIP statistics.
@@ -300,7 +328,7 @@ def _build_llava_next(
     spec: FamilySpec,
     tokenizer: transformers.PreTrainedTokenizerBase,
     template: str,
-    options: _Options,
+    options: Options,
 ) -> transformers.ProcessorMixin:
     image_processor = transformers.LlavaNextImageProcessor(
         size={"shortest_edge": _LLAVA_TILE},
@@ -319,16 +347,14 @@ def _build_llava_next(
     )
 
 
-_Builder = Callable[
-    [FamilySpec, transformers.PreTrainedTokenizerBase, str, _Options], transformers.ProcessorMixin
-]
-
-_BUILDERS: Mapping[str, _Builder] = {
+_CORE_BUILDERS: Mapping[str, Builder] = {
     "LlavaNextProcessor": _build_llava_next,
     "Qwen2VLProcessor": _build_qwen2_vl,
     "Qwen2_5_VLProcessor": _build_qwen2_vl,
     "Qwen3VLProcessor": _build_qwen3_vl,
 }
+for _spec in _CORE_FAMILIES:
+    register_family(_spec, _CORE_BUILDERS[_spec.processor_class])
 
 
 def _fresh_tokenizer(base: TokenizerBase) -> transformers.PreTrainedTokenizerBase:
@@ -385,3 +411,7 @@ def _package_dir(module: str, distribution: str) -> pathlib.Path:
         )
         raise MissingDependencyError(msg)
     return pathlib.Path(next(iter(spec.submodule_search_locations)))
+
+
+# Families beyond the core ones live in their own modules and register on import.
+from . import families as _families  # noqa: E402,F401
