@@ -172,3 +172,20 @@ class TestMediaTokenIds:
     def test_llava_placeholder(self, mistral_processor):
         """LLaVA's <image> is a media token."""
         assert mistral_processor.tokenizer.convert_tokens_to_ids("<image>") in media_token_ids(mistral_processor)
+
+
+class TestFakeImages:
+    def test_injected_fake_hides_vision_tokens_only_in_its_row(self, qwen_processor):
+        """A sample marked _injected_fake has attention 0 on its vision tokens; others keep theirs."""
+        def sample(fake):
+            image = Image.new("RGB", (56, 56), (5, 5, 5))
+            example = {"conversation": [{"role": "user", "content": [{"type": "image", "image": image}, {"type": "text", "text": "Hi"}]}, {"role": "assistant", "content": "Yo"}]}
+            return {**example, "_injected_fake": True} if fake else example
+
+        batch = vc.Qwen25VLCollator(processor=qwen_processor)([sample(True), sample(False)])
+        tokenizer = qwen_processor.tokenizer
+        vision = torch.tensor(tokenizer.convert_tokens_to_ids(["<|vision_start|>", "<|image_pad|>", "<|vision_end|>"]))
+        placeholders = torch.isin(batch["input_ids"], vision)
+        assert (batch["attention_mask"][0][placeholders[0]] == 0).all()
+        assert (batch["attention_mask"][1][placeholders[1]] == 1).all()
+        assert (batch["attention_mask"][0][~placeholders[0]] == 1).all()

@@ -39,7 +39,7 @@ from .errors import (
 )
 from .images import DEFAULT_MAX_IMAGE_PIXELS
 from .labels import IGNORE_INDEX, LabelStrategy, tokenizer_of
-from .media import MEDIA_KEYS, MediaStrategy, media_token_ids
+from .media import MEDIA_KEYS, MediaStrategy, media_token_ids, vision_token_ids
 from .overlong import estimate_tokens
 from .padding import padded_length, repad, shift_for_next_token, token_axis_keys
 from .samples import Sample, find_special_token, prepare_sample
@@ -48,6 +48,8 @@ from .template import render
 __all__ = ["BaseCollator", "CollateReport", "DroppedSample"]
 
 logger = logging.getLogger(__name__)
+
+_WARNED_NO_VISION_TOKENS: set[str] = set()
 
 EmptyLabelsPolicy = Literal["raise", "warn", "drop"]
 SpecialTokensPolicy = Literal["raise", "drop", "allow"]
@@ -319,7 +321,15 @@ class BaseCollator:
         return batch
 
     def media(self, batch: dict[str, Any], samples: Sequence[Sample]) -> dict[str, Any]:
-        """Let the media strategy cast pixels and add per-sample media counts."""
+        """Hide fake images from attention, then let the media strategy finish media.
+
+        A sample marked ``"_injected_fake": True`` carries a placeholder image
+        (added so every rank runs the vision tower under FSDP / ZeRO-3); its
+        vision tokens get ``attention_mask`` 0.
+        """
+        fake_rows = [row for row, sample in enumerate(samples) if sample.example.get("_injected_fake")]
+        if fake_rows and "attention_mask" in batch:
+            self._mask_fake_images(batch, fake_rows)
         return self.media_strategy.finalize(
             batch,
             [sample.conversation for sample in samples],
@@ -375,6 +385,22 @@ class BaseCollator:
         indices = ", ".join(str(sample.index) for sample in samples)
         msg = f"the processor failed on samples {indices}: {type(exc).__name__}: {exc}"
         return ProcessorError(msg)
+
+    def _mask_fake_images(self, batch: dict[str, Any], rows: Sequence[int]) -> None:
+        vision_ids = torch.tensor(sorted(vision_token_ids(self.processor)), dtype=torch.long)
+        if not vision_ids.numel():
+            name = type(self.processor).__name__
+            if name not in _WARNED_NO_VISION_TOKENS:
+                _WARNED_NO_VISION_TOKENS.add(name)
+                logger.warning(
+                    "%s exposes no vision placeholder tokens, so fake images stay visible to "
+                    "attention; set image_token_id on the processor to fix this.",
+                    name,
+                )
+            return
+        for row in rows:
+            placeholders = torch.isin(batch["input_ids"][row], vision_ids)
+            batch["attention_mask"][row] = batch["attention_mask"][row].masked_fill(placeholders, 0)
 
     def _attention_mask(self, batch: Mapping[str, Any]) -> torch.Tensor:
         mask = batch.get("attention_mask")

@@ -31,6 +31,7 @@ __all__ = [
     "PlainMedia",
     "QwenVLUtilsMedia",
     "media_token_ids",
+    "vision_token_ids",
 ]
 
 Conversations = Sequence[Sequence[Mapping[str, Any]]]
@@ -55,50 +56,67 @@ MEDIA_KEYS = frozenset(
         "n_videos_per_sample",
     }
 )
-# Processor attributes that hold media placeholder tokens or their ids.
-_MEDIA_TOKEN_ATTRIBUTES = (
+# Processor (or processor.config) attributes naming vision placeholder tokens:
+# "<name>" holds the token string, "<name>_id" or "<name>_index" its id.
+_VISION_TOKEN_ATTRIBUTES = (
     "image_token",
     "video_token",
-    "audio_token",
     "vision_start_token",
     "vision_end_token",
     "image_start_token",
     "image_end_token",
     "boi_token",
     "eoi_token",
-    "audio_bos_token",
-    "audio_eos_token",
+    "media_token",
 )
-_MEDIA_TOKEN_STRINGS = (
-    "<|image_pad|>",
-    "<|video_pad|>",
-    "<|audio_pad|>",
-    "<|vision_start|>",
-    "<|vision_end|>",
-    "<|vision_pad|>",
-    "<image>",
-    "<video>",
-    "<audio>",
+_AUDIO_TOKEN_ATTRIBUTES = ("audio_token", "audio_bos_token", "audio_eos_token", "audio_start_token", "audio_end_token")
+_VISION_TOKEN_STRINGS = (
+    "<|image_pad|>", "<|video_pad|>", "<|vision_start|>", "<|vision_end|>", "<|vision_pad|>",
+    "<|media_start|>", "<|media_content|>", "<|media_end|>", "<|media_pad|>",
+    "<image>", "<video>", "<|image|>", "<|video|>", "[IMG]", "[IMG_END]", "[IMG_BREAK]",
 )
+_AUDIO_TOKEN_STRINGS = ("<|audio_pad|>", "<|audio_start|>", "<|audio_end|>", "<audio>", "<|audio|>")
+# Added tokens whose text holds one of these words are placeholders too, so a
+# new model's tokens are found without a code change.
+_VISION_WORDS = ("image", "video", "vision", "media", "img_pad", "vid_pad")
+_AUDIO_WORDS = ("audio",)
 # Modality names in conversations and the processor keyword that takes them.
 _PROCESSOR_KEYWORDS = {"image": "images", "video": "videos", "audio": "audio"}
 
 
+def vision_token_ids(processor: Any) -> frozenset[int]:
+    """Ids of image and video placeholder tokens (what a fake image masks)."""
+    return _token_ids(processor, _VISION_TOKEN_ATTRIBUTES, _VISION_TOKEN_STRINGS, _VISION_WORDS)
+
+
 def media_token_ids(processor: Any) -> frozenset[int]:
-    """Return the ids of every media placeholder token the processor knows of.
+    """Ids of every image, video and audio placeholder token the processor knows of.
 
     These are never trained, and truncation never cuts through them.
     """
+    audio = _token_ids(processor, _AUDIO_TOKEN_ATTRIBUTES, _AUDIO_TOKEN_STRINGS, _AUDIO_WORDS)
+    return vision_token_ids(processor) | audio
+
+
+def _token_ids(processor: Any, attributes: Sequence[str], strings: Sequence[str], words: Sequence[str]) -> frozenset[int]:
     tokenizer = getattr(processor, "tokenizer", None) or processor
     found: set[int] = set()
-    for attribute in _MEDIA_TOKEN_ATTRIBUTES:
-        token_id = getattr(processor, f"{attribute}_id", None)
-        if isinstance(token_id, int):
-            found.add(token_id)
-        token = getattr(processor, attribute, None)
-        if isinstance(token, str):
-            found.update(_ids_of(tokenizer, [token]))
-    found.update(_ids_of(tokenizer, _MEDIA_TOKEN_STRINGS))
+    named: list[str] = list(strings)
+    for owner in (processor, getattr(processor, "config", None)):
+        for attribute in attributes:
+            for suffix in ("_id", "_index"):
+                token_id = getattr(owner, f"{attribute}{suffix}", None)
+                if isinstance(token_id, int) and not isinstance(token_id, bool):
+                    found.add(token_id)
+            token = getattr(owner, attribute, None)
+            if isinstance(token, str):
+                named.append(token)
+    found.update(_ids_of(tokenizer, named))
+    added = getattr(tokenizer, "added_tokens_decoder", {}) or {}
+    for token_id, token in added.items():
+        text = str(getattr(token, "content", token)).lower()
+        if any(word in text for word in words):
+            found.add(int(token_id))
     return frozenset(found)
 
 
