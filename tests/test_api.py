@@ -12,9 +12,19 @@ import vlm_collate as vc
 from vlm_collate.testing import build_processor, decoded_label_runs
 
 DESIGN_NAMES = {
-    "BaseCollator", "LabelStrategy", "MediaStrategy", "ImStartMarker", "DerivedTemplateMarker",
-    "LegacyBPEMatch", "FirstOf", "DefaultCollator", "Qwen25VLCollator", "collator_for",
-    "register_collator", "IGNORE_INDEX", "VLMCollateError",
+    "BaseCollator",
+    "LabelStrategy",
+    "MediaStrategy",
+    "ImStartMarker",
+    "DerivedTemplateMarker",
+    "LegacyBPEMatch",
+    "FirstOf",
+    "DefaultCollator",
+    "Qwen25VLCollator",
+    "collator_for",
+    "register_collator",
+    "IGNORE_INDEX",
+    "VLMCollateError",
 }
 
 
@@ -34,8 +44,16 @@ class TestExportedMembers:
 
     def test_errors_subclass_builtins(self):
         """Every error is a VLMCollateError and a fitting built-in."""
-        assert issubclass(vc.SampleTypeError, TypeError) and issubclass(vc.SampleTypeError, vc.VLMCollateError)
-        for error in (vc.SampleError, vc.MediaError, vc.EmptyLabelsError, vc.BatchError, vc.ConfigurationError):
+        assert issubclass(vc.SampleTypeError, TypeError) and issubclass(
+            vc.SampleTypeError, vc.VLMCollateError
+        )
+        for error in (
+            vc.SampleError,
+            vc.MediaError,
+            vc.EmptyLabelsError,
+            vc.BatchError,
+            vc.ConfigurationError,
+        ):
             assert issubclass(error, ValueError) and issubclass(error, vc.VLMCollateError)
         assert issubclass(vc.MissingDependencyError, ImportError)
 
@@ -93,12 +111,24 @@ class TestSubclassing:
                 batch["sample_ids"] = torch.tensor([sample.index for sample in samples])
                 return batch
 
-        samples = [{"conversation": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]}] * 2
+        samples = [
+            {
+                "conversation": [
+                    {"role": "user", "content": "a"},
+                    {"role": "assistant", "content": "b"},
+                ]
+            }
+        ] * 2
         assert [0, 1] == Tagged(processor=qwen_processor)(samples)["sample_ids"].tolist()
 
 
 def sample(index: int) -> dict:
-    return {"conversation": [{"role": "user", "content": f"Question {index}"}, {"role": "assistant", "content": f"Answer {index}"}]}
+    return {
+        "conversation": [
+            {"role": "user", "content": f"Question {index}"},
+            {"role": "assistant", "content": f"Answer {index}"},
+        ]
+    }
 
 
 class TestDataLoader:
@@ -113,5 +143,9 @@ class TestDataLoader:
             num_workers=2,
             multiprocessing_context=context,
         )
-        runs = [run for batch in loader for run in decoded_label_runs(batch["labels"], qwen_processor.tokenizer)]
+        runs = [
+            run
+            for batch in loader
+            for run in decoded_label_runs(batch["labels"], qwen_processor.tokenizer)
+        ]
         assert [[f"Answer {index}<|im_end|>"] for index in range(8)] == runs

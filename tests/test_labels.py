@@ -70,12 +70,22 @@ class TestAssistantSpans:
         labels = labels_from_spans(ids, assistant_spans(ids, MARKERS))
         assert [[IGNORE_INDEX] * 3 + [4, 9, IGNORE_INDEX]] == labels.tolist()
 
-    @given(st.lists(st.lists(st.sampled_from([1, 2, 3, 4, 7, 9]), min_size=0, max_size=40), min_size=1, max_size=4))
+    @given(
+        st.lists(
+            st.lists(st.sampled_from([1, 2, 3, 4, 7, 9]), min_size=0, max_size=40),
+            min_size=1,
+            max_size=4,
+        )
+    )
     def test_vectorised_equals_naive_scan(self, rows):
         """The vectorised scan equals the per-token loop on marker-dense sequences."""
         width = max(len(row) for row in rows)
-        ids = torch.tensor([row + [6] * (width - len(row)) for row in rows], dtype=torch.long).reshape(len(rows), width)
-        assert naive_assistant_spans(ids, MARKERS).tolist() == assistant_spans(ids, MARKERS).tolist()
+        ids = torch.tensor(
+            [row + [6] * (width - len(row)) for row in rows], dtype=torch.long
+        ).reshape(len(rows), width)
+        assert (
+            naive_assistant_spans(ids, MARKERS).tolist() == assistant_spans(ids, MARKERS).tolist()
+        )
 
 
 class TestTurnMarkers:
@@ -151,7 +161,10 @@ class TestDerivedTemplateMarker:
         strategy = vc.DerivedTemplateMarker()
         ids = torch.tensor([[1, 2, 3]])
         strategy.build(ids, [[]], processor)
-        with CountingTemplate(processor) as spy, CountingTemplate(processor.tokenizer) as tokenizer_spy:
+        with (
+            CountingTemplate(processor) as spy,
+            CountingTemplate(processor.tokenizer) as tokenizer_spy,
+        ):
             for _ in range(3):
                 strategy.build(ids, [[]], processor)
         assert 0 == spy.calls + tokenizer_spy.calls
@@ -160,7 +173,9 @@ class TestDerivedTemplateMarker:
         """A template that drops assistant text cannot give markers."""
         from vlm_collate.testing import build_processor
 
-        processor = build_processor("qwen2_5_vl", chat_template="{% for m in messages %}{{ m['role'] }}{% endfor %}")
+        processor = build_processor(
+            "qwen2_5_vl", chat_template="{% for m in messages %}{{ m['role'] }}{% endfor %}"
+        )
         with pytest.raises(vc.LabelStrategyError):
             vc.DerivedTemplateMarker().markers(processor)
 
@@ -172,10 +187,17 @@ class TestLegacyBPEMatch:
 
         labels_module._WARNED_LEGACY.clear()
         collator = vc.Qwen25VLCollator(processor=qwen_processor, label_strategy=vc.LegacyBPEMatch())
-        sample = {"conversation": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello world"}]}
+        sample = {
+            "conversation": [
+                {"role": "user", "content": "Hi"},
+                {"role": "assistant", "content": "Hello world"},
+            ]
+        }
         with caplog.at_level(logging.WARNING, logger="vlm_collate.labels"):
             batch = collator([sample])
-        assert [["Hello world<|im_end|>"]] == decoded_label_runs(batch["labels"], qwen_processor.tokenizer)
+        assert [["Hello world<|im_end|>"]] == decoded_label_runs(
+            batch["labels"], qwen_processor.tokenizer
+        )
         assert any("LegacyBPEMatch" in record.getMessage() for record in caplog.records)
 
     def test_answer_repeated_in_prompt_is_found_in_its_turn(self, qwen_processor):
@@ -188,7 +210,9 @@ class TestLegacyBPEMatch:
             {"role": "assistant", "content": "no"},
         ]
         batch = collator([{"conversation": conversation}])
-        assert [["yes<|im_end|>", "no<|im_end|>"]] == decoded_label_runs(batch["labels"], qwen_processor.tokenizer)
+        assert [["yes<|im_end|>", "no<|im_end|>"]] == decoded_label_runs(
+            batch["labels"], qwen_processor.tokenizer
+        )
 
 
 class FailingStrategy(vc.LabelStrategy):
@@ -201,7 +225,9 @@ class FailingStrategy(vc.LabelStrategy):
 class TestFirstOf:
     def test_returns_first_applicable(self, qwen_processor):
         """A failing strategy is skipped and the next one's labels are returned."""
-        ids = torch.tensor(qwen_processor.tokenizer("<|im_start|>assistant\nhi<|im_end|>")["input_ids"]).unsqueeze(0)
+        ids = torch.tensor(
+            qwen_processor.tokenizer("<|im_start|>assistant\nhi<|im_end|>")["input_ids"]
+        ).unsqueeze(0)
         expected = vc.ImStartMarker().build(ids, [[]], qwen_processor)
         actual = vc.FirstOf(FailingStrategy(), vc.ImStartMarker()).build(ids, [[]], qwen_processor)
         assert expected.tolist() == actual.tolist()
@@ -209,7 +235,9 @@ class TestFirstOf:
     def test_all_failing_raises_with_every_reason(self, qwen_processor):
         """When nothing applies, the error lists each strategy's reason."""
         with pytest.raises(vc.LabelStrategyError, match="FailingStrategy: never applies"):
-            vc.FirstOf(FailingStrategy(), FailingStrategy()).build(torch.tensor([[1]]), [[]], qwen_processor)
+            vc.FirstOf(FailingStrategy(), FailingStrategy()).build(
+                torch.tensor([[1]]), [[]], qwen_processor
+            )
 
     def test_rejects_non_strategies(self):
         """Only LabelStrategy instances compose."""

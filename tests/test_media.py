@@ -33,7 +33,10 @@ def write_video(path, frames: int = 8, fps: int = 4, size=(64, 48)):
 def video_sample(video, answer="Grey."):
     return {
         "conversation": [
-            {"role": "user", "content": [{"type": "video", "video": video}, {"type": "text", "text": "What?"}]},
+            {
+                "role": "user",
+                "content": [{"type": "video", "video": video}, {"type": "text", "text": "What?"}],
+            },
             {"role": "assistant", "content": answer},
         ]
     }
@@ -85,7 +88,9 @@ class TestVideoThroughCollators:
         assert 8 // temporal_patch == int(batch["video_grid_thw"][0, 0])
         assert pytest.approx(temporal_patch / 4.0) == float(batch["second_per_grid_ts"][0])
         assert [1] == batch["n_videos_per_sample"].tolist()
-        assert [["Grey.<|im_end|>"]] == decoded_label_runs(batch["labels"], qwen_processor.tokenizer)
+        assert [["Grey.<|im_end|>"]] == decoded_label_runs(
+            batch["labels"], qwen_processor.tokenizer
+        )
 
     def test_frame_list_with_fps(self, qwen_processor):
         """Frames given as PIL images use the item's fps for temporal positions."""
@@ -99,13 +104,20 @@ class TestVideoThroughCollators:
     def test_qwen_vl_utils_samples_two_fps(self, qwen_processor, tmp_path):
         """QwenVLUtilsMedia samples files at 2 fps: 8 frames at 4 fps become 4 frames."""
         clip = write_video(tmp_path / "clip.mp4", frames=8, fps=4)
-        collator = vc.Qwen25VLCollator(processor=qwen_processor, media_strategy=vc.QwenVLUtilsMedia())
+        collator = vc.Qwen25VLCollator(
+            processor=qwen_processor, media_strategy=vc.QwenVLUtilsMedia()
+        )
         batch = collator([video_sample(f"file://{clip}")])
-        assert 4 // qwen_processor.video_processor.temporal_patch_size == int(batch["video_grid_thw"][0, 0])
+        assert 4 // qwen_processor.video_processor.temporal_patch_size == int(
+            batch["video_grid_thw"][0, 0]
+        )
 
     def test_missing_video_names_the_sample(self, qwen_processor, tmp_path):
         """A missing video file is a MediaError for the caller's sample index."""
-        samples = [video_sample(str(write_video(tmp_path / "ok.mp4"))), video_sample(str(tmp_path / "gone.mp4"))]
+        samples = [
+            video_sample(str(write_video(tmp_path / "ok.mp4"))),
+            video_sample(str(tmp_path / "gone.mp4")),
+        ]
         with pytest.raises(vc.MediaError, match=r"sample 1, message 0, item 0: .*gone\.mp4"):
             vc.Qwen25VLCollator(processor=qwen_processor)(samples)
 
@@ -115,7 +127,9 @@ class TestVideoThroughCollators:
         broken = tmp_path / "broken.mp4"
         broken.write_bytes(b"\x00" * 64)
         with pytest.raises(vc.MediaError, match="sample 1"):
-            vc.Qwen25VLCollator(processor=qwen_processor)([video_sample(str(good)), video_sample(str(broken))])
+            vc.Qwen25VLCollator(processor=qwen_processor)(
+                [video_sample(str(good)), video_sample(str(broken))]
+            )
 
 
 class TestQwenVLUtilsImages:
@@ -124,19 +138,26 @@ class TestQwenVLUtilsImages:
         Image.new("RGB", (80, 60), (0, 128, 0)).save(tmp_path / "green.png")
         sample = {
             "conversation": [
-                {"role": "user", "content": [
-                    {"type": "image", "image": str(tmp_path / "green.png")},
-                    {"type": "image", "image": f"file://{tmp_path / 'green.png'}"},
-                    {"type": "text", "text": "Colours?"},
-                ]},
+                {
+                    "role": "user",
+                    "content": [
+                        {"type": "image", "image": str(tmp_path / "green.png")},
+                        {"type": "image", "image": f"file://{tmp_path / 'green.png'}"},
+                        {"type": "text", "text": "Colours?"},
+                    ],
+                },
                 {"role": "assistant", "content": "Green twice."},
             ]
         }
-        collator = vc.Qwen25VLCollator(processor=qwen_processor, media_strategy=vc.QwenVLUtilsMedia())
+        collator = vc.Qwen25VLCollator(
+            processor=qwen_processor, media_strategy=vc.QwenVLUtilsMedia()
+        )
         batch = collator([sample])
         assert [2] == batch["n_images_per_sample"].tolist()
         assert 2 == batch["image_grid_thw"].shape[0]
-        assert [["Green twice.<|im_end|>"]] == decoded_label_runs(batch["labels"], qwen_processor.tokenizer)
+        assert [["Green twice.<|im_end|>"]] == decoded_label_runs(
+            batch["labels"], qwen_processor.tokenizer
+        )
 
 
 class TestFinalize:
@@ -144,8 +165,24 @@ class TestFinalize:
         """pixel_dtype casts pixels; media counts have one entry per row, zeros for text-only."""
         image = Image.new("RGB", (56, 56), (1, 2, 3))
         samples = [
-            {"conversation": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Yo"}]},
-            {"conversation": [{"role": "user", "content": [{"type": "image", "image": image}, {"type": "text", "text": "?"}]}, {"role": "assistant", "content": "Dot"}]},
+            {
+                "conversation": [
+                    {"role": "user", "content": "Hi"},
+                    {"role": "assistant", "content": "Yo"},
+                ]
+            },
+            {
+                "conversation": [
+                    {
+                        "role": "user",
+                        "content": [
+                            {"type": "image", "image": image},
+                            {"type": "text", "text": "?"},
+                        ],
+                    },
+                    {"role": "assistant", "content": "Dot"},
+                ]
+            },
         ]
         batch = vc.Qwen25VLCollator(processor=qwen_processor, pixel_dtype="float16")(samples)
         assert torch.float16 == batch["pixel_values"].dtype
@@ -154,7 +191,15 @@ class TestFinalize:
     def test_num_patches_for_five_dim_pixels(self, mistral_processor):
         """LLaVA-NeXT's 5-D pixels come with num_patches = image tokens per row."""
         image = Image.new("RGB", (64, 48), (9, 9, 9))
-        sample = {"conversation": [{"role": "user", "content": [{"type": "image", "image": image}, {"type": "text", "text": "?"}]}, {"role": "assistant", "content": "Dark"}]}
+        sample = {
+            "conversation": [
+                {
+                    "role": "user",
+                    "content": [{"type": "image", "image": image}, {"type": "text", "text": "?"}],
+                },
+                {"role": "assistant", "content": "Dark"},
+            ]
+        }
         batch = vc.DefaultCollator(processor=mistral_processor)([sample])
         assert 5 == batch["pixel_values"].dim()
         image_id = mistral_processor.tokenizer.convert_tokens_to_ids("<image>")
@@ -165,26 +210,46 @@ class TestMediaTokenIds:
     def test_qwen_placeholders(self, qwen_processor):
         """Qwen's image, video and vision boundary tokens are media tokens."""
         tokenizer = qwen_processor.tokenizer
-        expected = set(tokenizer.convert_tokens_to_ids(["<|image_pad|>", "<|video_pad|>", "<|vision_start|>", "<|vision_end|>"]))
+        expected = set(
+            tokenizer.convert_tokens_to_ids(
+                ["<|image_pad|>", "<|video_pad|>", "<|vision_start|>", "<|vision_end|>"]
+            )
+        )
         assert expected <= media_token_ids(qwen_processor)
         assert tokenizer.convert_tokens_to_ids("<|im_end|>") not in media_token_ids(qwen_processor)
 
     def test_llava_placeholder(self, mistral_processor):
         """LLaVA's <image> is a media token."""
-        assert mistral_processor.tokenizer.convert_tokens_to_ids("<image>") in media_token_ids(mistral_processor)
+        assert mistral_processor.tokenizer.convert_tokens_to_ids("<image>") in media_token_ids(
+            mistral_processor
+        )
 
 
 class TestFakeImages:
     def test_injected_fake_hides_vision_tokens_only_in_its_row(self, qwen_processor):
         """A sample marked _injected_fake has attention 0 on its vision tokens; others keep theirs."""
+
         def sample(fake):
             image = Image.new("RGB", (56, 56), (5, 5, 5))
-            example = {"conversation": [{"role": "user", "content": [{"type": "image", "image": image}, {"type": "text", "text": "Hi"}]}, {"role": "assistant", "content": "Yo"}]}
+            example = {
+                "conversation": [
+                    {
+                        "role": "user",
+                        "content": [
+                            {"type": "image", "image": image},
+                            {"type": "text", "text": "Hi"},
+                        ],
+                    },
+                    {"role": "assistant", "content": "Yo"},
+                ]
+            }
             return {**example, "_injected_fake": True} if fake else example
 
         batch = vc.Qwen25VLCollator(processor=qwen_processor)([sample(True), sample(False)])
         tokenizer = qwen_processor.tokenizer
-        vision = torch.tensor(tokenizer.convert_tokens_to_ids(["<|vision_start|>", "<|image_pad|>", "<|vision_end|>"]))
+        vision = torch.tensor(
+            tokenizer.convert_tokens_to_ids(["<|vision_start|>", "<|image_pad|>", "<|vision_end|>"])
+        )
         placeholders = torch.isin(batch["input_ids"], vision)
         assert (batch["attention_mask"][0][placeholders[0]] == 0).all()
         assert (batch["attention_mask"][1][placeholders[1]] == 1).all()

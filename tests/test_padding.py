@@ -41,20 +41,28 @@ class TestRepad:
 class TestPaddedLength:
     def test_longest(self):
         """Without options the longest row decides."""
-        assert 7 == padded_length(7, max_length=None, pad_to_max_length=False, pad_to_multiple_of=None, shift=True)
+        assert 7 == padded_length(
+            7, max_length=None, pad_to_max_length=False, pad_to_multiple_of=None, shift=True
+        )
 
     def test_max_length_padding(self):
         """padding='max_length' pads every batch to max_length."""
-        assert 16 == padded_length(7, max_length=16, pad_to_max_length=True, pad_to_multiple_of=None, shift=True)
+        assert 16 == padded_length(
+            7, max_length=16, pad_to_max_length=True, pad_to_multiple_of=None, shift=True
+        )
 
     def test_multiple_applies_to_the_shifted_length(self):
         """The length the model sees (one shorter after the shift) is a multiple of N."""
-        length = padded_length(10, max_length=None, pad_to_max_length=False, pad_to_multiple_of=8, shift=True)
+        length = padded_length(
+            10, max_length=None, pad_to_max_length=False, pad_to_multiple_of=8, shift=True
+        )
         assert 17 == length  # 16 after the shift
 
     def test_multiple_without_shift(self):
         """Unshifted batches round the row length itself."""
-        assert 16 == padded_length(10, max_length=None, pad_to_max_length=False, pad_to_multiple_of=8, shift=False)
+        assert 16 == padded_length(
+            10, max_length=None, pad_to_max_length=False, pad_to_multiple_of=8, shift=False
+        )
 
 
 class TestShift:

@@ -41,7 +41,11 @@ def assistant_texts(conversation) -> list[str]:
         if message["role"] != "assistant":
             continue
         content = message["content"]
-        texts.append(content if isinstance(content, str) else "".join(i["text"] for i in content if i["type"] == "text"))
+        texts.append(
+            content
+            if isinstance(content, str)
+            else "".join(i["text"] for i in content if i["type"] == "text")
+        )
     return texts
 
 
@@ -94,7 +98,9 @@ class TestLabelledRunsEqualAssistantTexts:
         proc = processor(family)
         collator = vc.Qwen25VLCollator(processor=proc)
         batch = collator(samples)
-        assert_runs_match(batch, samples, collator.last_report.kept, proc.tokenizer, qwen_run_matches)
+        assert_runs_match(
+            batch, samples, collator.last_report.kept, proc.tokenizer, qwen_run_matches
+        )
 
     @given(samples=mistral_batches)
     def test_default_collator_on_mistral_template(self, samples):
@@ -102,7 +108,9 @@ class TestLabelledRunsEqualAssistantTexts:
         proc = processor("llava_next_mistral")
         collator = vc.DefaultCollator(processor=proc)
         batch = collator(samples)
-        assert_runs_match(batch, samples, collator.last_report.kept, proc.tokenizer, mistral_run_matches)
+        assert_runs_match(
+            batch, samples, collator.last_report.kept, proc.tokenizer, mistral_run_matches
+        )
 
     @given(samples=qwen_batches)
     def test_default_collator_on_qwen(self, samples):
@@ -110,7 +118,9 @@ class TestLabelledRunsEqualAssistantTexts:
         proc = processor("qwen2_5_vl")
         collator = vc.DefaultCollator(processor=proc)
         batch = collator(samples)
-        assert_runs_match(batch, samples, collator.last_report.kept, proc.tokenizer, qwen_run_matches)
+        assert_runs_match(
+            batch, samples, collator.last_report.kept, proc.tokenizer, qwen_run_matches
+        )
 
 
 class TestShiftAndPadding:
@@ -133,7 +143,9 @@ class TestShiftAndPadding:
         side = "left" if left else "right"
         full = vc.Qwen25VLCollator(processor=proc, padding_side=side, shift_labels=False)(samples)
         batch = vc.Qwen25VLCollator(processor=proc, padding_side=side, shift_labels=shift)(samples)
-        target_is_padding = full["attention_mask"][:, 1:] == 0 if shift else full["attention_mask"] == 0
+        target_is_padding = (
+            full["attention_mask"][:, 1:] == 0 if shift else full["attention_mask"] == 0
+        )
         assert (batch["labels"][target_is_padding] == IGNORE_INDEX).all()
 
     @given(
@@ -158,7 +170,16 @@ class TestShiftAndPadding:
             assert (2047 if shift else 2048) == shape[1] if multiple is None else shape[1] >= 2047
         if multiple:
             assert 0 == shape[1] % multiple
-        images = [sum(1 for m in s["conversation"] if isinstance(m["content"], list) for i in m["content"] if i["type"] == "image") for s in samples]
+        images = [
+            sum(
+                1
+                for m in s["conversation"]
+                if isinstance(m["content"], list)
+                for i in m["content"]
+                if i["type"] == "image"
+            )
+            for s in samples
+        ]
         if any(images):
             assert images == batch["n_images_per_sample"].tolist()
             grid = batch["image_grid_thw"]
@@ -179,7 +200,10 @@ class TestInputsAndDeterminism:
         """A sample's labelled tokens are the same alone as in a batch."""
         proc = processor("qwen2_5_vl")
         together = label_runs(vc.Qwen25VLCollator(processor=proc)(samples)["labels"])
-        alone = [label_runs(vc.Qwen25VLCollator(processor=proc)([sample])["labels"])[0] for sample in samples]
+        alone = [
+            label_runs(vc.Qwen25VLCollator(processor=proc)([sample])["labels"])[0]
+            for sample in samples
+        ]
         assert alone == together
 
     @given(samples=qwen_batches)
@@ -200,7 +224,10 @@ class TestStrategiesAgree:
         """FirstOf(failing, ImStart, Derived) labels exactly like ImStartMarker alone."""
         proc = processor("qwen2_5_vl")
         composed = vc.Qwen25VLCollator(
-            processor=proc, label_strategy=vc.FirstOf(FailingStrategy(), vc.ImStartMarker(), vc.DerivedTemplateMarker())
+            processor=proc,
+            label_strategy=vc.FirstOf(
+                FailingStrategy(), vc.ImStartMarker(), vc.DerivedTemplateMarker()
+            ),
         )(samples)
         alone = vc.Qwen25VLCollator(processor=proc, label_strategy=vc.ImStartMarker())(samples)
         assert alone["labels"].tolist() == composed["labels"].tolist()
@@ -209,15 +236,22 @@ class TestStrategiesAgree:
     def test_first_of_skips_inapplicable_chatml_on_mistral(self, samples):
         """On Mistral, ImStartMarker does not apply and FirstOf falls through to the derived marker."""
         proc = processor("llava_next_mistral")
-        composed = vc.DefaultCollator(processor=proc, label_strategy=vc.FirstOf(vc.ImStartMarker(), vc.DerivedTemplateMarker()))(samples)
-        alone = vc.DefaultCollator(processor=proc, label_strategy=vc.DerivedTemplateMarker())(samples)
+        composed = vc.DefaultCollator(
+            processor=proc,
+            label_strategy=vc.FirstOf(vc.ImStartMarker(), vc.DerivedTemplateMarker()),
+        )(samples)
+        alone = vc.DefaultCollator(processor=proc, label_strategy=vc.DerivedTemplateMarker())(
+            samples
+        )
         assert alone["labels"].tolist() == composed["labels"].tolist()
 
     @given(samples=qwen_batches)
     def test_derived_marker_equals_chatml_marker_on_qwen(self, samples):
         """Deriving markers from the Qwen template labels exactly like reading ChatML ids."""
         proc = processor("qwen2_5_vl")
-        derived = vc.Qwen25VLCollator(processor=proc, label_strategy=vc.DerivedTemplateMarker())(samples)
+        derived = vc.Qwen25VLCollator(processor=proc, label_strategy=vc.DerivedTemplateMarker())(
+            samples
+        )
         chatml = vc.Qwen25VLCollator(processor=proc, label_strategy=vc.ImStartMarker())(samples)
         assert chatml["labels"].tolist() == derived["labels"].tolist()
 
@@ -227,7 +261,9 @@ class TestStrategiesAgree:
         proc = processor("qwen2_5_vl")
         ids = vc.Qwen25VLCollator(processor=proc, shift_labels=False)(samples)["input_ids"]
         markers = vc.ImStartMarker().markers(proc)
-        assert naive_assistant_spans(ids, markers).tolist() == assistant_spans(ids, markers).tolist()
+        assert (
+            naive_assistant_spans(ids, markers).tolist() == assistant_spans(ids, markers).tolist()
+        )
 
 
 class TestMaxLength:
@@ -251,7 +287,11 @@ class TestMaxLength:
         """overlong='truncate': each row is the first max_length tokens of its sample, labels included."""
         proc = processor("qwen2_5_vl")
         collator = vc.Qwen25VLCollator(
-            processor=proc, max_length=max_length, overlong="truncate", empty_labels="drop", shift_labels=False
+            processor=proc,
+            max_length=max_length,
+            overlong="truncate",
+            empty_labels="drop",
+            shift_labels=False,
         )
         try:
             batch = collator(samples)
@@ -261,7 +301,9 @@ class TestMaxLength:
         for row, index in enumerate(collator.last_report.kept):
             alone = vc.Qwen25VLCollator(processor=proc, shift_labels=False)([samples[index]])
             length = int(batch["attention_mask"][row].sum())
-            assert alone["input_ids"][0, :length].tolist() == batch["input_ids"][row, :length].tolist()
+            assert (
+                alone["input_ids"][0, :length].tolist() == batch["input_ids"][row, :length].tolist()
+            )
             assert alone["labels"][0, :length].tolist() == batch["labels"][row, :length].tolist()
 
     @given(samples=qwen_batches)

@@ -21,7 +21,14 @@ seed = pytest.importorskip(
     reason="the seed comparison needs nemo-automodel: pip install --no-deps nemo-automodel==0.7.0 datasets",
 )
 
-TENSOR_KEYS = ("input_ids", "attention_mask", "labels", "pixel_values", "image_grid_thw", "n_images_per_sample")
+TENSOR_KEYS = (
+    "input_ids",
+    "attention_mask",
+    "labels",
+    "pixel_values",
+    "image_grid_thw",
+    "n_images_per_sample",
+)
 
 
 def assert_same_batch(expected: dict, actual: dict) -> None:
@@ -49,7 +56,13 @@ def fixed_samples(image_factory):
     return [
         {
             "conversation": [
-                {"role": "user", "content": [{"type": "image", "image": image_factory((64, 48))}, {"type": "text", "text": "What is it?"}]},
+                {
+                    "role": "user",
+                    "content": [
+                        {"type": "image", "image": image_factory((64, 48))},
+                        {"type": "text", "text": "What is it?"},
+                    ],
+                },
                 {"role": "assistant", "content": [{"type": "text", "text": "A red box."}]},
             ]
         },
@@ -58,7 +71,14 @@ def fixed_samples(image_factory):
                 {"role": "system", "content": "Be terse."},
                 {"role": "user", "content": "Hi"},
                 {"role": "assistant", "content": "Hello there"},
-                {"role": "user", "content": [{"type": "image", "image": image_factory((30, 90))}, {"type": "image", "image": image_factory((90, 30))}, {"type": "text", "text": "Compare."}]},
+                {
+                    "role": "user",
+                    "content": [
+                        {"type": "image", "image": image_factory((30, 90))},
+                        {"type": "image", "image": image_factory((90, 30))},
+                        {"type": "text", "text": "Compare."},
+                    ],
+                },
                 {"role": "assistant", "content": " Tall and wide."},
             ]
         },
@@ -97,7 +117,11 @@ class TestQwenParity:
                 if isinstance(message["content"], list):
                     for item in message["content"]:
                         if item["type"] == "image":
-                            item["image"] = item["image"].convert("RGB") if isinstance(item["image"], Image.Image) else item["image"]
+                            item["image"] = (
+                                item["image"].convert("RGB")
+                                if isinstance(item["image"], Image.Image)
+                                else item["image"]
+                            )
         expected = seed.qwen2_5_collate_fn(batch, qwen_processor)
         assert_same_batch(expected, vc.Qwen25VLCollator(processor=qwen_processor)(batch))
 
@@ -111,7 +135,9 @@ class TestDefaultParity:
     def test_compat_with_max_length_matches_seed(self, qwen_processor, samples):
         """With max_length both pad every row to max_length before the shift."""
         expected = seed.default_collate_fn(samples, qwen_processor, max_length=256)
-        assert_same_batch(expected, compat.default_collate_fn(samples, qwen_processor, max_length=256))
+        assert_same_batch(
+            expected, compat.default_collate_fn(samples, qwen_processor, max_length=256)
+        )
 
     def test_compat_hook_runs_before_labels(self, qwen_processor, samples):
         """The seed's _post_tokenize_hook receives the tokenized batch and the processor."""
@@ -130,12 +156,22 @@ class TestDefaultParity:
         """The label chain equals the seed's on the same ids."""
         batch = seed.qwen2_5_collate_fn(samples, qwen_processor)
         conversations = [sample["conversation"] for sample in samples]
-        expected = seed.build_labels_from_template(batch["input_ids"], conversations, qwen_processor)
-        assert expected.tolist() == compat.build_labels_from_template(batch["input_ids"], conversations, qwen_processor).tolist()
+        expected = seed.build_labels_from_template(
+            batch["input_ids"], conversations, qwen_processor
+        )
+        assert (
+            expected.tolist()
+            == compat.build_labels_from_template(
+                batch["input_ids"], conversations, qwen_processor
+            ).tolist()
+        )
 
     def test_build_labels_matches_seed(self, qwen_processor, samples):
         """The legacy BPE matcher equals the seed's on answers it can find."""
         batch = seed.qwen2_5_collate_fn(samples, qwen_processor)
         conversations = [sample["conversation"] for sample in samples]
         expected = seed.build_labels(batch["input_ids"], conversations, qwen_processor)
-        assert expected.tolist() == compat.build_labels(batch["input_ids"], conversations, qwen_processor).tolist()
+        assert (
+            expected.tolist()
+            == compat.build_labels(batch["input_ids"], conversations, qwen_processor).tolist()
+        )

@@ -162,7 +162,9 @@ class BaseCollator:
     overlong: OverlongPolicy = attrs.field(
         default="drop", validator=_one_of("drop", "raise", "truncate")
     )
-    max_image_pixels: int = attrs.field(default=DEFAULT_MAX_IMAGE_PIXELS, validator=_positive_or_none)
+    max_image_pixels: int = attrs.field(
+        default=DEFAULT_MAX_IMAGE_PIXELS, validator=_positive_or_none
+    )
     processor_kwargs: Mapping[str, Any] = attrs.field(factory=dict, converter=dict)
     label_strategy: LabelStrategy | None = None
     media_strategy: MediaStrategy | None = None
@@ -171,7 +173,7 @@ class BaseCollator:
     dropped_counts: collections.Counter[str] = attrs.field(
         init=False, factory=collections.Counter, eq=False, repr=False
     )
-    _special_pattern: re.Pattern[str] | None | bool = attrs.field(
+    _special_pattern: re.Pattern[str] | bool | None = attrs.field(
         init=False, default=False, eq=False, repr=False
     )
     _media_ids: torch.Tensor | None = attrs.field(init=False, default=None, eq=False, repr=False)
@@ -314,7 +316,12 @@ class BaseCollator:
         side_out = self.padding_side or side_in
         for key in keys:
             batch[key] = repad(
-                batch[key], lengths, length, side_in=side_in, side_out=side_out, pad_value=self._pad_value(key)
+                batch[key],
+                lengths,
+                length,
+                side_in=side_in,
+                side_out=side_out,
+                pad_value=self._pad_value(key),
             )
         if self.shift_labels:
             shift_for_next_token(batch, keys)
@@ -327,7 +334,9 @@ class BaseCollator:
         (added so every rank runs the vision tower under FSDP / ZeRO-3); its
         vision tokens get ``attention_mask`` 0.
         """
-        fake_rows = [row for row, sample in enumerate(samples) if sample.example.get("_injected_fake")]
+        fake_rows = [
+            row for row, sample in enumerate(samples) if sample.example.get("_injected_fake")
+        ]
         if fake_rows and "attention_mask" in batch:
             self._mask_fake_images(batch, fake_rows)
         return self.media_strategy.finalize(
@@ -410,7 +419,9 @@ class BaseCollator:
 
     def _media_token_tensor(self) -> torch.Tensor:
         if self._media_ids is None:
-            self._media_ids = torch.tensor(sorted(media_token_ids(self.processor)), dtype=torch.long)
+            self._media_ids = torch.tensor(
+                sorted(media_token_ids(self.processor)), dtype=torch.long
+            )
         return self._media_ids
 
     def _pad_value(self, key: str) -> int:
@@ -444,7 +455,9 @@ class BaseCollator:
             tokens |= {str(token) for token in added.values() if getattr(token, "special", False)}
             tokens = {token for token in tokens if token}
             ordered = sorted(tokens, key=len, reverse=True)
-            self._special_pattern = re.compile("|".join(map(re.escape, ordered))) if ordered else None
+            self._special_pattern = (
+                re.compile("|".join(map(re.escape, ordered))) if ordered else None
+            )
         return self._special_pattern
 
     def _estimated_overlong(self, sample: Sample) -> DroppedSample | None:
@@ -453,7 +466,9 @@ class BaseCollator:
         estimate = estimate_tokens(sample.conversation, self.processor)
         if estimate <= self.max_length or self.overlong == "truncate":
             return None
-        detail = f"estimated {estimate} tokens (text plus expanded media) > max_length={self.max_length}"
+        detail = (
+            f"estimated {estimate} tokens (text plus expanded media) > max_length={self.max_length}"
+        )
         if self.overlong == "raise":
             raise OverlongError(detail, sample_index=sample.index)
         return DroppedSample(sample.index, "overlong", detail)
@@ -473,7 +488,9 @@ class BaseCollator:
             return DroppedSample(sample.index, "overlong", detail)
         return None
 
-    def _real_tokens(self, batch: Mapping[str, Any], row: int, length: int, key: str = "input_ids") -> torch.Tensor:
+    def _real_tokens(
+        self, batch: Mapping[str, Any], row: int, length: int, key: str = "input_ids"
+    ) -> torch.Tensor:
         values = batch[key][row]
         side = getattr(self.tokenizer, "padding_side", "right")
         return values[:length] if side == "right" else values[values.shape[0] - length :]
@@ -484,10 +501,13 @@ class BaseCollator:
         return bool((labels != IGNORE_INDEX).any())
 
     def _empty_labels_problem(self, sample: Sample, report: CollateReport) -> DroppedSample | None:
-        detail = "no token would be trained: the sample has no assistant turn, or max_length cut it off"
+        detail = (
+            "no token would be trained: the sample has no assistant turn, or max_length cut it off"
+        )
         if self.empty_labels == "raise":
             raise EmptyLabelsError(
-                detail + " (empty_labels='drop' or 'warn' keeps training going)", sample_index=sample.index
+                detail + " (empty_labels='drop' or 'warn' keeps training going)",
+                sample_index=sample.index,
             )
         if self.empty_labels == "drop":
             return DroppedSample(sample.index, "empty_labels", detail)
@@ -498,12 +518,17 @@ class BaseCollator:
         return None
 
     def _without(
-        self, samples: Sequence[Sample], rejected: Mapping[int, DroppedSample], report: CollateReport
+        self,
+        samples: Sequence[Sample],
+        rejected: Mapping[int, DroppedSample],
+        report: CollateReport,
     ) -> list[Sample]:
         for dropped in rejected.values():
             report.dropped.append(dropped)
             self.dropped_counts[dropped.reason] += 1
-            logger.warning("dropped sample %d (%s): %s", dropped.index, dropped.reason, dropped.detail)
+            logger.warning(
+                "dropped sample %d (%s): %s", dropped.index, dropped.reason, dropped.detail
+            )
         kept = [sample for sample in samples if sample.index not in rejected]
         if not kept:
             reasons = "; ".join(f"sample {d.index}: {d.detail}" for d in report.dropped)

@@ -106,7 +106,9 @@ def default_collate_fn(
     return _cached(_HookedDefaultCollator, processor, **options)(examples)
 
 
-def qwen2_5_collate_fn(examples: Sequence[Mapping[str, Any]], processor: Any) -> dict[str, torch.Tensor]:
+def qwen2_5_collate_fn(
+    examples: Sequence[Mapping[str, Any]], processor: Any
+) -> dict[str, torch.Tensor]:
     """The seed's ``qwen2_5_collate_fn`` on :class:`~vlm_collate.Qwen25VLCollator`."""
     return _cached(Qwen25VLCollator, processor)(examples)
 
@@ -126,7 +128,9 @@ def build_labels_from_template(
     processor: Any,
 ) -> torch.Tensor:
     """The seed's chain: ChatML ids for Qwen processors, derived markers, then BPE matching."""
-    return _template_chain(type(processor).__name__).build(input_ids_batch, conversations, processor)
+    return _template_chain(type(processor).__name__).build(
+        input_ids_batch, conversations, processor
+    )
 
 
 def _template_chain(processor_name: str) -> LabelStrategy:

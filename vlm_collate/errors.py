@@ -42,7 +42,9 @@ class VLMCollateError(Exception):
     """Base class of every error this package raises."""
 
 
-def where(sample_index: int | None, message_index: int | None = None, item_index: int | None = None) -> str:
+def where(
+    sample_index: int | None, message_index: int | None = None, item_index: int | None = None
+) -> str:
     """Format a location prefix such as ``"sample 3, message 2, item 0"``."""
     parts = []
     if sample_index is not None:

@@ -104,7 +104,9 @@ def assistant_spans(input_ids: torch.Tensor, markers: TurnMarkers) -> torch.Tens
     positions = torch.arange(length, device=input_ids.device).expand(batch, length)
     never = torch.full_like(positions, -1)
     last_start = torch.where(starts, positions, never).cummax(dim=1).values
-    last_end = torch.where(input_ids == markers.end_of_turn_id, positions, never).cummax(dim=1).values
+    last_end = (
+        torch.where(input_ids == markers.end_of_turn_id, positions, never).cummax(dim=1).values
+    )
     last_end_before = torch.nn.functional.pad(last_end[:, :-1], (1, 0), value=-1)
     return last_start > last_end_before
 
@@ -325,7 +327,7 @@ class DerivedTemplateMarker(MarkerStrategy):
         ids, offsets = _tokenize_with_offsets(tokenizer, text)
         special = _special_ids(tokenizer)
         headers, ends = [], []
-        for user, answer in zip(_USER_SENTINELS, _ANSWER_SENTINELS):
+        for user, answer in zip(_USER_SENTINELS, _ANSWER_SENTINELS, strict=True):
             answer_start = _locate(text, answer)
             user_end = _locate(text, user) + len(user)
             found = []
@@ -398,7 +400,7 @@ def _whole_tokens(
     """Ids of the non-empty tokens lying entirely inside ``text[start:stop]``."""
     return [
         token
-        for token, (left, right) in zip(ids, offsets)
+        for token, (left, right) in zip(ids, offsets, strict=True)
         if start <= left and right <= stop and right > left
     ]
 
@@ -416,7 +418,7 @@ def _end_token(
     text: str, ids: list[int], offsets: list[tuple[int, int]], answer: str, special: set[int]
 ) -> int | None:
     answer_end = _locate(text, answer) + len(answer)
-    for token, (left, _) in zip(ids, offsets):
+    for token, (left, _) in zip(ids, offsets, strict=True):
         if left >= answer_end and token in special:
             return token
     return None
@@ -465,7 +467,11 @@ class LegacyBPEMatch(LabelStrategy):
         return labels
 
     def _spans(
-        self, ids: torch.Tensor, conversation: Sequence[dict[str, Any]], tokenizer: Any, special: set[int]
+        self,
+        ids: torch.Tensor,
+        conversation: Sequence[dict[str, Any]],
+        tokenizer: Any,
+        special: set[int],
     ) -> list[tuple[int, int]]:
         spans: list[tuple[int, int]] = []
         cursor = 0
@@ -479,7 +485,9 @@ class LegacyBPEMatch(LabelStrategy):
             if found is None and text != text.lstrip():
                 found = _find(ids, _encode(tokenizer, text.lstrip()), cursor)
             if found is None:
-                logger.warning("LegacyBPEMatch could not find an assistant turn; later turns stay unlabelled.")
+                logger.warning(
+                    "LegacyBPEMatch could not find an assistant turn; later turns stay unlabelled."
+                )
                 break
             start, stop = found
             if stop < len(ids) and int(ids[stop]) in special:

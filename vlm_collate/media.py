@@ -69,11 +69,30 @@ _VISION_TOKEN_ATTRIBUTES = (
     "eoi_token",
     "media_token",
 )
-_AUDIO_TOKEN_ATTRIBUTES = ("audio_token", "audio_bos_token", "audio_eos_token", "audio_start_token", "audio_end_token")
+_AUDIO_TOKEN_ATTRIBUTES = (
+    "audio_token",
+    "audio_bos_token",
+    "audio_eos_token",
+    "audio_start_token",
+    "audio_end_token",
+)
 _VISION_TOKEN_STRINGS = (
-    "<|image_pad|>", "<|video_pad|>", "<|vision_start|>", "<|vision_end|>", "<|vision_pad|>",
-    "<|media_start|>", "<|media_content|>", "<|media_end|>", "<|media_pad|>",
-    "<image>", "<video>", "<|image|>", "<|video|>", "[IMG]", "[IMG_END]", "[IMG_BREAK]",
+    "<|image_pad|>",
+    "<|video_pad|>",
+    "<|vision_start|>",
+    "<|vision_end|>",
+    "<|vision_pad|>",
+    "<|media_start|>",
+    "<|media_content|>",
+    "<|media_end|>",
+    "<|media_pad|>",
+    "<image>",
+    "<video>",
+    "<|image|>",
+    "<|video|>",
+    "[IMG]",
+    "[IMG_END]",
+    "[IMG_BREAK]",
 )
 _AUDIO_TOKEN_STRINGS = ("<|audio_pad|>", "<|audio_start|>", "<|audio_end|>", "<audio>", "<|audio|>")
 # Added tokens whose text holds one of these words are placeholders too, so a
@@ -98,7 +117,9 @@ def media_token_ids(processor: Any) -> frozenset[int]:
     return vision_token_ids(processor) | audio
 
 
-def _token_ids(processor: Any, attributes: Sequence[str], strings: Sequence[str], words: Sequence[str]) -> frozenset[int]:
+def _token_ids(
+    processor: Any, attributes: Sequence[str], strings: Sequence[str], words: Sequence[str]
+) -> frozenset[int]:
     tokenizer = getattr(processor, "tokenizer", None) or processor
     found: set[int] = set()
     named: list[str] = list(strings)
@@ -129,12 +150,18 @@ def _ids_of(tokenizer: Any, tokens: Sequence[str]) -> set[int]:
             token_id = tokenizer.convert_tokens_to_ids(token)
         except Exception:
             continue
-        if isinstance(token_id, int) and token_id != unknown and (vocab_size is None or token_id < vocab_size):
+        if (
+            isinstance(token_id, int)
+            and token_id != unknown
+            and (vocab_size is None or token_id < vocab_size)
+        ):
             ids.add(token_id)
     return ids
 
 
-def iter_media_items(conversations: Conversations) -> Iterator[tuple[dict[str, int], dict[str, Any]]]:
+def iter_media_items(
+    conversations: Conversations,
+) -> Iterator[tuple[dict[str, int], dict[str, Any]]]:
     """Yield ``(location, item)`` for every media item, in conversation order.
 
     ``location`` holds ``sample_index`` (the position in ``conversations``),
@@ -147,7 +174,14 @@ def iter_media_items(conversations: Conversations) -> Iterator[tuple[dict[str, i
                 continue
             for item_index, item in enumerate(content):
                 if item.get("type") in _PROCESSOR_KEYWORDS:
-                    yield {"sample_index": position, "message_index": message_index, "item_index": item_index}, item
+                    yield (
+                        {
+                            "sample_index": position,
+                            "message_index": message_index,
+                            "item_index": item_index,
+                        },
+                        item,
+                    )
 
 
 def _is_local_file(source: Any) -> bool:
@@ -160,10 +194,12 @@ def _frames_metadata(frames: Any, item: Mapping[str, Any]) -> Any:
 
     count = len(frames)
     fps = float(item.get("fps") or item.get("sample_fps") or 2.0)
-    return VideoMetadata(total_num_frames=count, fps=fps, duration=count / fps, frames_indices=list(range(count)))
+    return VideoMetadata(
+        total_num_frames=count, fps=fps, duration=count / fps, frames_indices=list(range(count))
+    )
 
 
-class MediaStrategy(abc.ABC):
+class MediaStrategy(abc.ABC):  # noqa: B024 - a role to fill; its methods are the plain defaults
     """Gathers media for the processor and finishes media entries of the batch."""
 
     def gather(self, conversations: Conversations) -> dict[str, Any]:
@@ -182,7 +218,9 @@ class MediaStrategy(abc.ABC):
             gathered.setdefault(_PROCESSOR_KEYWORDS[kind], []).append(value)
         return gathered
 
-    def video(self, source: Any, item: Mapping[str, Any], location: dict[str, int]) -> tuple[Any, Any]:
+    def video(
+        self, source: Any, item: Mapping[str, Any], location: dict[str, int]
+    ) -> tuple[Any, Any]:
         """Return one video's frames and metadata; files are decoded here.
 
         The item may choose frames with ``fps``, ``nframes`` or ``max_frames``;
@@ -222,9 +260,14 @@ class MediaStrategy(abc.ABC):
                 batch[f"n_{kind}s_per_sample"] = torch.tensor(counts, dtype=torch.long)
         pixels = batch.get("pixel_values")
         image_token_id = getattr(processor, "image_token_id", None)
-        if isinstance(pixels, torch.Tensor) and pixels.dim() == 5 and isinstance(image_token_id, int):
+        if (
+            isinstance(pixels, torch.Tensor)
+            and pixels.dim() == 5
+            and isinstance(image_token_id, int)
+        ):
             batch["num_patches"] = (batch["input_ids"] == image_token_id).sum(dim=-1)
         return batch
+
 
 def _cast(value: Any, dtype: torch.dtype) -> Any:
     if isinstance(value, torch.Tensor):
@@ -288,7 +331,9 @@ class QwenVLUtilsMedia(MediaStrategy):
         if videos:
             gathered["videos"] = [frames for frames, _ in videos]
             gathered["video_metadata"] = [metadata for _, metadata in videos]
-            gathered.update({key: value for key, value in video_kwargs.items() if value is not None})
+            gathered.update(
+                {key: value for key, value in video_kwargs.items() if value is not None}
+            )
         return gathered
 
     def _frames_item(self, item: Mapping[str, Any], location: dict[str, int]) -> dict[str, Any]:

@@ -35,8 +35,14 @@ def image_config(processor: Any) -> dict[str, int] | None:
     merge = getattr(image_processor, "merge_size", None) or 2
     size = getattr(image_processor, "size", None) or {}
     size = size if isinstance(size, Mapping) else {}
-    min_pixels = getattr(image_processor, "min_pixels", None) or size.get("shortest_edge") or 56 * 56
-    max_pixels = getattr(image_processor, "max_pixels", None) or size.get("longest_edge") or 14 * 14 * 4 * 1280
+    min_pixels = (
+        getattr(image_processor, "min_pixels", None) or size.get("shortest_edge") or 56 * 56
+    )
+    max_pixels = (
+        getattr(image_processor, "max_pixels", None)
+        or size.get("longest_edge")
+        or 14 * 14 * 4 * 1280
+    )
     return {
         "patch_size": patch,
         "merge_size": merge,
@@ -46,7 +52,9 @@ def image_config(processor: Any) -> dict[str, int] | None:
     }
 
 
-def _resize(height: int, width: int, factor: int, min_pixels: int, max_pixels: int) -> tuple[int, int]:
+def _resize(
+    height: int, width: int, factor: int, min_pixels: int, max_pixels: int
+) -> tuple[int, int]:
     """Qwen's rule: round to multiples of ``factor`` and keep the area in bounds."""
     new_height = max(factor, round(height / factor) * factor)
     new_width = max(factor, round(width / factor) * factor)
@@ -81,7 +89,11 @@ def image_tokens(processor: Any, height: int, width: int) -> int | None:
     resized_h, resized_w = _resize(
         height, width, config["factor"], config["min_pixels"], config["max_pixels"]
     )
-    return (resized_h // config["patch_size"]) * (resized_w // config["patch_size"]) // config["merge_size"] ** 2
+    return (
+        (resized_h // config["patch_size"])
+        * (resized_w // config["patch_size"])
+        // config["merge_size"] ** 2
+    )
 
 
 def estimate_tokens(conversation: Sequence[Mapping[str, Any]], processor: Any) -> int:

@@ -18,7 +18,7 @@ Side = Literal["left", "right"]
 
 
 def token_axis_keys(batch: Mapping[str, Any], *, exclude: Sequence[str] = ()) -> list[str]:
-    """Keys of 2-D tensors shaped like ``batch["input_ids"]`` (``attention_mask``, ``labels``, ...)."""
+    """Keys of 2-D tensors shaped like ``batch["input_ids"]`` (attention mask, labels, ...)."""
     shape = batch["input_ids"].shape
     return [
         key

@@ -79,7 +79,9 @@ def prepare_sample(example: Any, index: int, *, max_image_pixels: int) -> Sample
 
 def _copy_message(message: Any, sample: int, position: int, max_pixels: int) -> dict[str, Any]:
     if not isinstance(message, Mapping):
-        msg = f"a message must be a mapping with 'role' and 'content' (got {type(message).__name__})"
+        msg = (
+            f"a message must be a mapping with 'role' and 'content' (got {type(message).__name__})"
+        )
         raise SampleTypeError(msg, sample_index=sample, message_index=position)
     role = message.get("role")
     if not isinstance(role, str) or not role:

@@ -116,7 +116,9 @@ def read_video(
         msg = f"video file {os.fspath(path)!r} has no decodable frames"
         raise MediaError(msg)
     frames = np.stack([kept[index] for index in indices])
-    return DecodedVideo(frames=frames, source_fps=source_fps, total_frames=total, indices=tuple(indices))
+    return DecodedVideo(
+        frames=frames, source_fps=source_fps, total_frames=total, indices=tuple(indices)
+    )
 
 
 def _probe(path: str | os.PathLike[str]) -> tuple[int, float]:
@@ -127,7 +129,9 @@ def _probe(path: str | os.PathLike[str]) -> tuple[int, float]:
         return int(stream.frames or 0), float(rate) if rate else 1.0
 
 
-def _decode(path: str | os.PathLike[str], wanted: set[int] | None) -> tuple[dict[int, np.ndarray], int]:
+def _decode(
+    path: str | os.PathLike[str], wanted: set[int] | None
+) -> tuple[dict[int, np.ndarray], int]:
     kept: dict[int, np.ndarray] = {}
     total = 0
     with _opened(path) as container:

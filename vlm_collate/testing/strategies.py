@@ -36,7 +36,19 @@ __all__ = [
 
 IMAGE_MODES = ("RGB", "RGBA", "L", "LA", "P", "CMYK", "I;16")
 
-_WORDS = ("the", "cat", "naïve", "日本語", "emoji 🙂", "x=1", "(a, b)", "Ünïcödé", "42", "<b>", "{{ x }}")
+_WORDS = (
+    "the",
+    "cat",
+    "naïve",
+    "日本語",
+    "emoji 🙂",
+    "x=1",
+    "(a, b)",
+    "Ünïcödé",
+    "42",
+    "<b>",
+    "{{ x }}",
+)
 _LETTERS = st.characters(
     blacklist_categories=("Cs", "Cc", "Co", "Cn"),
     blacklist_characters="\u2028\u2029\x85",
@@ -62,11 +74,17 @@ def _plain(text: str) -> bool:
 
 def prompt_texts() -> st.SearchStrategy[str]:
     """Non-empty user/system texts: words, unicode and punctuation."""
-    words = st.lists(st.one_of(st.sampled_from(_WORDS), st.text(_LETTERS, min_size=1, max_size=8)), min_size=1, max_size=8)
+    words = st.lists(
+        st.one_of(st.sampled_from(_WORDS), st.text(_LETTERS, min_size=1, max_size=8)),
+        min_size=1,
+        max_size=8,
+    )
     return words.map(" ".join).map(_nfc).filter(lambda text: text.strip() != "" and _plain(text))
 
 
-def answer_texts(*, allow_empty: bool = True, leading_newline: bool = True) -> st.SearchStrategy[str]:
+def answer_texts(
+    *, allow_empty: bool = True, leading_newline: bool = True
+) -> st.SearchStrategy[str]:
     """Assistant texts: maybe empty, maybe with leading spaces, tabs or newlines."""
     leads = [" ", "  ", "\t"] + (["\n", "\n\n"] if leading_newline else [])
     body = st.lists(
@@ -81,14 +99,18 @@ def answer_texts(*, allow_empty: bool = True, leading_newline: bool = True) -> s
 
 
 @st.composite
-def images(draw: st.DrawFn, *, modes: tuple[str, ...] = IMAGE_MODES, max_side: int = 96) -> Image.Image:
+def images(
+    draw: st.DrawFn, *, modes: tuple[str, ...] = IMAGE_MODES, max_side: int = 96
+) -> Image.Image:
     """A PIL image of random size, mode and content."""
     width = draw(st.integers(8, max_side))
     height = draw(st.integers(8, max_side))
     mode = draw(st.sampled_from(modes))
     seed = draw(st.integers(0, 255))
     gradient = Image.linear_gradient("L").resize((width, height))
-    base = Image.merge("RGB", (gradient, gradient.rotate(90), Image.new("L", (width, height), seed)))
+    base = Image.merge(
+        "RGB", (gradient, gradient.rotate(90), Image.new("L", (width, height), seed))
+    )
     if mode == "I;16":
         return base.convert("L").point(lambda value: value * 257).convert("I;16")
     if mode == "P":
@@ -139,7 +161,9 @@ def conversations(
             messages.append({"role": role, "content": [*items, {"type": "text", "text": prompt}]})
         else:
             messages.append({"role": role, "content": prompt})
-        answer = draw(answer_texts(allow_empty=allow_empty_answers, leading_newline=leading_newline))
+        answer = draw(
+            answer_texts(allow_empty=allow_empty_answers, leading_newline=leading_newline)
+        )
         answers.append(answer)
         content: Any = [{"type": "text", "text": answer}] if as_list else answer
         messages.append({"role": "assistant", "content": content})
@@ -150,5 +174,7 @@ def examples(
     *, min_size: int = 1, max_size: int = 4, **conversation_options: Any
 ) -> st.SearchStrategy[list[dict[str, Any]]]:
     """A batch of samples ``{"conversation": [...]}``; options go to :func:`conversations`."""
-    sample = conversations(**conversation_options).map(lambda conversation: {"conversation": conversation})
+    sample = conversations(**conversation_options).map(
+        lambda conversation: {"conversation": conversation}
+    )
     return st.lists(sample, min_size=min_size, max_size=max_size)
