@@ -261,14 +261,7 @@ class TestBadBatch:
         [
             {"conversation": []},
             "text",
-            pytest.param(
-                None,
-                marks=pytest.mark.xfail(
-                    raises=TypeError,
-                    strict=True,
-                    reason="bug: BaseCollator.__call__ calls len() before filter() checks the type",
-                ),
-            ),
+            None,
         ],
         ids=repr,
     )
@@ -326,11 +319,6 @@ class TestBadMedia:
         batch = collator([image_sample(quadrants(56, 56))])
         assert [1] == batch["n_images_per_sample"].tolist()
 
-    @pytest.mark.xfail(
-        strict=True,
-        reason="bug: load_image does not decode a PIL image it is given, so a truncated file "
-        "opened lazily escapes as a bare OSError (non-RGB) or an unlocated ProcessorError (RGB)",
-    )
     @pytest.mark.parametrize("mode", ["RGB", "LA"])
     def test_truncated_file_opened_as_pil_image(self, collator, tmp_path, mode):
         """A lazily opened PIL image of a truncated file is a MediaError naming its place."""
@@ -344,10 +332,6 @@ class TestBadMedia:
             )
         assert (1, 1, 0) == (error.sample_index, error.message_index, error.item_index)
 
-    @pytest.mark.xfail(
-        strict=True,
-        reason="bug: a PIL image whose file was closed unloaded escapes as a bare AssertionError",
-    )
     def test_closed_pil_image(self, collator, tmp_path):
         """A lazily opened PIL image whose file is already closed is a MediaError."""
         path = write_image(tmp_path / "rgba.png", Image.new("RGBA", (56, 56), (1, 2, 3, 4)))

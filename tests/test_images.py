@@ -415,3 +415,34 @@ class TestCollatorImages:
             [pixels(image) for image in collator.images],
             batch["n_images_per_sample"].tolist(),
         )
+
+
+class TestFileUrls:
+    def test_percent_escapes_and_localhost(self, tmp_path):
+        """file:// URLs are parsed: percent-escapes decoded, localhost and upper case accepted."""
+        from vlm_collate.images import local_path
+
+        target = tmp_path / "a b.png"
+        assert target == local_path(f"file://{str(tmp_path)}/a%20b.png")
+        assert target == local_path(f"file://localhost{str(tmp_path)}/a%20b.png")
+        assert target == local_path(f"FILE://{str(tmp_path)}/a%20b.png")
+
+    def test_remote_detection_ignores_case(self):
+        """HTTP(S) URLs in any case are left to the processor."""
+        from vlm_collate.images import is_remote
+
+        assert is_remote("HTTPS://example.org/x.png") and not is_remote("/data/https.png")
+
+
+class TestLastReportOnFailure:
+    def test_report_describes_the_failed_batch(self):
+        """After a batch in which every sample was dropped, last_report describes that batch."""
+        import vlm_collate as vc
+        from vlm_collate.testing import build_processor
+
+        collator = vc.Qwen25VLCollator(processor=build_processor("qwen2_5_vl"), empty_labels="drop")
+        collator([{"conversation": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]}])
+        with pytest.raises(vc.BatchError):
+            collator([{"conversation": [{"role": "user", "content": "no answer"}]}] * 2)
+        assert 2 == collator.last_report.batch_size
+        assert [0, 1] == [dropped.index for dropped in collator.last_report.dropped]

@@ -238,11 +238,6 @@ class TestSpecialTokensInText:
         )
         assert (0, 0) == (error.sample_index, error.message_index)
 
-    @pytest.mark.xfail(
-        strict=True,
-        reason="bug: find_special_token reads content and reasoning_content only, not the "
-        "tool_calls the template renders, so an injected <|im_end|> there corrupts the labels",
-    )
     def test_raises_for_token_in_tool_call_arguments(self):
         """A control token inside tool-call arguments that the template renders is refused too."""
         # Qwen3-VL's template renders tool calls; Qwen2.5-VL's does not.

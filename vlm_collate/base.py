@@ -214,7 +214,7 @@ class BaseCollator:
     @typing.final
     def __call__(self, examples: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         """Collate ``examples`` into a batch of tensors."""
-        report = CollateReport(batch_size=len(examples))
+        report = self.last_report = CollateReport(batch_size=0)
         samples = self.filter(examples, report)
         while True:
             batch = self.template(samples)
@@ -226,9 +226,7 @@ class BaseCollator:
             samples = self._without(samples, rejected, report)
         report.kept = [sample.index for sample in samples]
         batch = self.pad(batch, samples)
-        batch = self.media(batch, samples)
-        self.last_report = report
-        return batch
+        return self.media(batch, samples)
 
     # -- steps ---------------------------------------------------------------
 
@@ -240,6 +238,7 @@ class BaseCollator:
         if not examples:
             msg = "the batch is empty (got 0 samples)."
             raise BatchError(msg)
+        report.batch_size = len(examples)
         samples = [
             prepare_sample(example, index, max_image_pixels=self.max_image_pixels)
             for index, example in enumerate(examples)

@@ -94,13 +94,16 @@ def assistant_spans(input_ids: torch.Tensor, markers: TurnMarkers) -> torch.Tens
     marker = markers.assistant_marker
     width = len(marker)
     starts = torch.zeros((batch, length), dtype=torch.bool, device=input_ids.device)
-    if length > width:
-        head = _match(input_ids, marker[:-1], length - width)
-        starts[:, width:] = head & (input_ids[:, width - 1 : length - 1] == marker[-1])
+    # Positions i where the marker's head fits and one more token follows it.
+    count = length - width + 1
+    if count > 0:
+        head = _match(input_ids, marker[:-1], count)
+        after_head = input_ids[:, width - 1 : width - 1 + count]
+        full = head & (after_head == marker[-1])
+        starts[:, width:] = full[:, : count - 1]  # the answer starts after the marker
         if markers.merged_tail_ids:
             tail = torch.tensor(markers.merged_tail_ids, device=input_ids.device)
-            merged = head & torch.isin(input_ids[:, width - 1 : length - 1], tail)
-            starts[:, width - 1 : length - 1] |= merged
+            starts[:, width - 1 :] |= head & torch.isin(after_head, tail)
     positions = torch.arange(length, device=input_ids.device).expand(batch, length)
     never = torch.full_like(positions, -1)
     last_start = torch.where(starts, positions, never).cummax(dim=1).values

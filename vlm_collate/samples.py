@@ -9,6 +9,7 @@ normalised *copy* of the conversation; the caller's data is never modified.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -173,6 +174,9 @@ def iter_texts(conversation: Iterable[Mapping[str, Any]]) -> Iterator[tuple[int,
         reasoning = message.get("reasoning_content")
         if isinstance(reasoning, str):
             yield position, reasoning
+        if message.get("tool_calls"):
+            # Templates render tool calls (names, JSON arguments) into the text too.
+            yield position, json.dumps(message["tool_calls"], ensure_ascii=False, default=str)
 
 
 def find_special_token(
