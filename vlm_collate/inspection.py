@@ -57,9 +57,7 @@ __all__ = [
 Kind = Literal["prompt", "trained", "media", "padding"]
 
 _MEDIA_KEYS = {kind: (kind, "path", "url") for kind in ("image", "video", "audio")}
-# base.py logs every dropped sample with this format. When a whole batch is
-# dropped, BatchError carries no report, so these records are the only place
-# the per-sample reasons survive.
+# base.py logs every dropped sample with this format; the report already shows them.
 _DROPPED_LOG_FORMAT = "dropped sample %d (%s): %s"
 _LOCAL_SAMPLE = re.compile(r"^sample (\d+)(?=[,:])")
 
@@ -314,14 +312,12 @@ def _inspect_batch(
         try:
             batch = collator([record.example for record in chunk])
         except BatchError as exc:
-            report = _report_from_logs(logged, len(chunk))
-            if report is None:
+            if not _all_dropped(collator.last_report, len(chunk)):
                 raise _located(exc, chunk) from exc
             batch = None
         except VLMCollateError as exc:
             raise _located(exc, chunk) from exc
-        else:
-            report = collator.last_report
+        report = collator.last_report
     warnings = _warnings_by_sample(report, chunk)
     notes = tuple(_loose_notes(logged, report))
     views = _row_views(collator, batch, report, chunk, warnings)
@@ -329,19 +325,11 @@ def _inspect_batch(
     return views, BatchView(number=number, indices=indices, shape=shape, notes=notes)
 
 
-def _report_from_logs(logged: list[logging.LogRecord], batch_size: int) -> CollateReport | None:
-    """Rebuild the report of a batch whose every sample was dropped, or None."""
-    report = CollateReport(batch_size=batch_size)
-    for record in logged:
-        if (
-            record.msg == _DROPPED_LOG_FORMAT
-            and isinstance(record.args, tuple)
-            and len(record.args) == 3
-        ):
-            index, reason, detail = record.args
-            report.dropped.append(DroppedSample(int(index), str(reason), str(detail)))
-    dropped = {item.index for item in report.dropped}
-    return report if dropped == set(range(batch_size)) else None
+def _all_dropped(report: CollateReport | None, batch_size: int) -> bool:
+    """Whether the failed call's report shows every sample of the batch dropped."""
+    if report is None:
+        return False
+    return {item.index for item in report.dropped} == set(range(batch_size))
 
 
 def _located(exc: VLMCollateError, chunk: Sequence[Record]) -> VLMCollateError:
