@@ -254,3 +254,17 @@ class TestFakeImages:
         assert (batch["attention_mask"][0][placeholders[0]] == 0).all()
         assert (batch["attention_mask"][1][placeholders[1]] == 1).all()
         assert (batch["attention_mask"][0][~placeholders[0]] == 1).all()
+
+
+class TestUnsupportedModalities:
+    def test_video_for_a_processor_without_video_support(self, mistral_processor, tmp_path):
+        """A video sent to a processor that cannot take videos is refused, not silently dropped."""
+        clip = write_video(tmp_path / "clip.mp4")
+        with pytest.raises(vc.MediaError, match=r"sample 0, message 0, item 0: LlavaNextProcessor cannot take video"):
+            vc.DefaultCollator(processor=mistral_processor)([video_sample(str(clip))])
+
+    def test_audio_for_a_vision_processor(self, qwen_processor):
+        """Audio for Qwen2.5-VL (no feature extractor) is refused with its place."""
+        sample = {"conversation": [{"role": "user", "content": [{"type": "audio", "audio": np.zeros(1600)}, {"type": "text", "text": "?"}]}, {"role": "assistant", "content": "Silence."}]}
+        with pytest.raises(vc.MediaError, match="cannot take audio"):
+            vc.Qwen25VLCollator(processor=qwen_processor)([sample])

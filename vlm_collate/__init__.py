@@ -7,7 +7,7 @@
 
 from __future__ import annotations
 
-from .base import BaseCollator, CollateReport, DroppedSample
+from .base import BaseCollator, CollateReport, DroppedSample, SampleWarning
 from .default import DefaultCollator
 from .errors import (
     BatchError,
@@ -64,6 +64,7 @@ __all__ = [
     "QwenVLUtilsMedia",
     "SampleError",
     "SampleTypeError",
+    "SampleWarning",
     "SpecialTokenError",
     "TemplateError",
     "TurnMarkers",

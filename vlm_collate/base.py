@@ -30,6 +30,7 @@ from .errors import (
     BatchError,
     ConfigurationError,
     EmptyLabelsError,
+    MediaError,
     OverlongError,
     ProcessorError,
     SampleError,
@@ -42,10 +43,10 @@ from .labels import IGNORE_INDEX, LabelStrategy, tokenizer_of
 from .media import MEDIA_KEYS, MediaStrategy, media_token_ids, vision_token_ids
 from .overlong import estimate_tokens
 from .padding import padded_length, repad, shift_for_next_token, token_axis_keys
-from .samples import Sample, find_special_token, prepare_sample
+from .samples import MEDIA_TYPES, Sample, find_special_token, prepare_sample
 from .template import render
 
-__all__ = ["BaseCollator", "CollateReport", "DroppedSample"]
+__all__ = ["BaseCollator", "CollateReport", "DroppedSample", "SampleWarning"]
 
 logger = logging.getLogger(__name__)
 
@@ -71,6 +72,24 @@ class DroppedSample:
     detail: str
 
 
+@attrs.frozen
+class SampleWarning:
+    """A kept sample that will not train as its author may expect.
+
+    Args:
+        index: Position of the sample in the batch the caller passed in.
+        reason: ``"empty_labels"`` for now.
+        detail: A sentence a person can act on.
+    """
+
+    index: int
+    reason: str
+    detail: str
+
+    def __str__(self) -> str:
+        return f"sample {self.index}: {self.detail}"
+
+
 @attrs.define
 class CollateReport:
     """What happened to one batch: which samples became rows, which were dropped."""
@@ -79,7 +98,21 @@ class CollateReport:
     kept: list[int] = attrs.Factory(list)
     dropped: list[DroppedSample] = attrs.Factory(list)
     truncated: list[int] = attrs.Factory(list)
-    warnings: list[str] = attrs.Factory(list)
+    warnings: list[SampleWarning] = attrs.Factory(list)
+
+
+def _check_modalities(sample: Sample, supported: frozenset[str], processor_name: str) -> None:
+    for position, message in enumerate(sample.conversation):
+        content = message.get("content")
+        if not isinstance(content, list):
+            continue
+        for item_index, item in enumerate(content):
+            kind = item.get("type")
+            if kind in MEDIA_TYPES and kind not in supported:
+                msg = f"{processor_name} cannot take {kind} items; the {kind} would be lost"
+                raise MediaError(
+                    msg, sample_index=sample.index, message_index=position, item_index=item_index
+                )
 
 
 def _one_of(*choices: str):
@@ -243,12 +276,34 @@ class BaseCollator:
             prepare_sample(example, index, max_image_pixels=self.max_image_pixels)
             for index, example in enumerate(examples)
         ]
+        supported = self.supported_media()
+        for sample in samples:
+            _check_modalities(sample, supported, type(self.processor).__name__)
         rejected = {}
         for sample in samples:
             problem = self._special_token_problem(sample) or self._estimated_overlong(sample)
             if problem is not None:
                 rejected[sample.index] = problem
         return self._without(samples, rejected, report) if rejected else samples
+
+    def supported_media(self) -> frozenset[str]:
+        """Modalities the processor takes, read from its sub-processors.
+
+        A sample with any other modality is refused rather than trained
+        without it. Families whose processors differ override this.
+        """
+        processor = self.processor
+        found = set()
+        if getattr(processor, "image_processor", None) is not None:
+            found.add("image")
+        if getattr(processor, "video_processor", None) is not None:
+            found.add("video")
+        if any(
+            getattr(processor, name, None) is not None
+            for name in ("feature_extractor", "audio_processor", "audio_feature_extractor")
+        ):
+            found.add("audio")
+        return frozenset(found)
 
     def template(self, samples: Sequence[Sample]) -> dict[str, Any]:
         """Render each conversation to text and run the processor on texts and media."""
@@ -510,10 +565,10 @@ class BaseCollator:
             )
         if self.empty_labels == "drop":
             return DroppedSample(sample.index, "empty_labels", detail)
-        message = f"sample {sample.index}: {detail}"
-        if message not in report.warnings:
-            report.warnings.append(message)
-            logger.warning("%s", message)
+        warning = SampleWarning(sample.index, "empty_labels", detail)
+        if warning not in report.warnings:
+            report.warnings.append(warning)
+            logger.warning("%s", warning)
         return None
 
     def _without(

@@ -21,7 +21,6 @@ import json
 import logging
 import os
 import pathlib
-import re
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, Literal
 
@@ -59,7 +58,6 @@ Kind = Literal["prompt", "trained", "media", "padding"]
 _MEDIA_KEYS = {kind: (kind, "path", "url") for kind in ("image", "video", "audio")}
 # base.py logs every dropped sample with this format; the report already shows them.
 _DROPPED_LOG_FORMAT = "dropped sample %d (%s): %s"
-_LOCAL_SAMPLE = re.compile(r"^sample (\d+)(?=[,:])")
 
 
 # -- data model ---------------------------------------------------------------
@@ -351,30 +349,16 @@ def _located(exc: VLMCollateError, chunk: Sequence[Record]) -> VLMCollateError:
     return type(exc)(f"{where}: {exc}")
 
 
-def _global_message(message: str, chunk: Sequence[Record]) -> tuple[int | None, str]:
-    """Split ``"sample 3: ..."`` into the file's sample index and the rest."""
-    found = _LOCAL_SAMPLE.match(message)
-    if found is None or int(found.group(1)) >= len(chunk):
-        return None, message
-    rest = message[found.end() :].lstrip(",: ")
-    return chunk[int(found.group(1))].index, rest
-
-
 def _warnings_by_sample(report: CollateReport, chunk: Sequence[Record]) -> dict[int, list[str]]:
     warnings: dict[int, list[str]] = collections.defaultdict(list)
-    for message in report.warnings:
-        index, rest = _global_message(message, chunk)
-        if index is not None:
-            warnings[index].append(rest)
+    for warning in report.warnings:
+        warnings[chunk[warning.index].index].append(warning.detail)
     return warnings
 
 
 def _loose_notes(logged: list[logging.LogRecord], report: CollateReport) -> Iterator[str]:
     """Warnings that belong to no sample (for example a fallback label strategy)."""
-    for message in report.warnings:
-        if _LOCAL_SAMPLE.match(message) is None:
-            yield message
-    known = set(report.warnings)
+    known = {str(warning) for warning in report.warnings}
     for record in logged:
         if record.msg == _DROPPED_LOG_FORMAT:
             continue
