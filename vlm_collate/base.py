@@ -335,18 +335,18 @@ class BaseCollator:
         the steps without them.
         """
         lengths = self._attention_mask(batch).sum(dim=1).tolist()
+        trained = (batch["labels"] != IGNORE_INDEX).any(dim=1).tolist()  # padding is never labelled
         report.truncated = []
         rejected = {}
         for row, sample in enumerate(samples):
-            kept = lengths[row]
-            if self.max_length is not None and kept > self.max_length:
-                problem = self._overlong_problem(batch, row, sample, kept)
+            if self.max_length is not None and lengths[row] > self.max_length:
+                problem = self._overlong_problem(batch, row, sample, lengths[row])
                 if problem is not None:
                     rejected[sample.index] = problem
                     continue
                 report.truncated.append(sample.index)
-                kept = self.max_length
-            if not self._row_has_labels(batch, row, kept):
+                trained[row] = self._row_has_labels(batch, row, lengths[row])
+            if not trained[row]:
                 problem = self._empty_labels_problem(sample, report)
                 if problem is not None:
                     rejected[sample.index] = problem
@@ -549,9 +549,9 @@ class BaseCollator:
         side = getattr(self.tokenizer, "padding_side", "right")
         return values[:length] if side == "right" else values[values.shape[0] - length :]
 
-    def _row_has_labels(self, batch: Mapping[str, Any], row: int, kept: int) -> bool:
-        lengths = self._attention_mask(batch)[row].sum().item()
-        labels = self._real_tokens(batch, row, int(lengths), key="labels")[:kept]
+    def _row_has_labels(self, batch: Mapping[str, Any], row: int, length: int) -> bool:
+        """Whether the first ``max_length`` real tokens of a row hold a label."""
+        labels = self._real_tokens(batch, row, length, key="labels")[: self.max_length]
         return bool((labels != IGNORE_INDEX).any())
 
     def _empty_labels_problem(self, sample: Sample, report: CollateReport) -> DroppedSample | None:

@@ -149,6 +149,14 @@ def to_rgb(image: Image.Image) -> Image.Image:
 
 
 def _upright(image: Image.Image) -> Image.Image:
+    # Parsing EXIF costs time per image; only JPEG/PNG/WebP blocks (in info) and
+    # TIFF tags can carry an orientation, and images made in memory carry none.
+    if (
+        "exif" not in image.info
+        and image.format != "TIFF"
+        and getattr(image, "_exif", None) is None
+    ):
+        return image
     try:
         orientation = image.getexif().get(_EXIF_ORIENTATION, 1)
     except Exception:  # a broken EXIF block must not reject an otherwise fine image

@@ -11,6 +11,7 @@ per-token loop it is tested and benchmarked against.
 from __future__ import annotations
 
 import abc
+import functools
 import logging
 import weakref
 from collections.abc import Sequence
@@ -94,30 +95,39 @@ def assistant_spans(input_ids: torch.Tensor, markers: TurnMarkers) -> torch.Tens
     marker = markers.assistant_marker
     width = len(marker)
     starts = torch.zeros((batch, length), dtype=torch.bool, device=input_ids.device)
-    # Positions i where the marker's head fits and one more token follows it.
+    # Rows and positions where the marker's head fits with one more token after it;
+    # they are few, so the last token is checked by indexing, not over the batch.
     count = length - width + 1
     if count > 0:
-        head = _match(input_ids, marker[:-1], count)
-        after_head = input_ids[:, width - 1 : width - 1 + count]
-        full = head & (after_head == marker[-1])
-        starts[:, width:] = full[:, : count - 1]  # the answer starts after the marker
+        rows, columns = _match(input_ids, marker[:-1], count).nonzero(as_tuple=True)
+        following = input_ids[rows, columns + width - 1]
+        full = (following == marker[-1]) & (columns + width < length)
+        starts[rows[full], columns[full] + width] = True  # the answer starts after the marker
         if markers.merged_tail_ids:
-            tail = torch.tensor(markers.merged_tail_ids, device=input_ids.device)
-            starts[:, width - 1 :] |= head & torch.isin(after_head, tail)
-    positions = torch.arange(length, device=input_ids.device).expand(batch, length)
-    never = torch.full_like(positions, -1)
-    last_start = torch.where(starts, positions, never).cummax(dim=1).values
-    last_end = (
-        torch.where(input_ids == markers.end_of_turn_id, positions, never).cummax(dim=1).values
-    )
-    last_end_before = torch.nn.functional.pad(last_end[:, :-1], (1, 0), value=-1)
-    return last_start > last_end_before
+            merged = torch.isin(following, _tail_tensor(markers.merged_tail_ids))
+            starts[rows[merged], columns[merged] + width - 1] = True
+    positions = torch.arange(length, device=input_ids.device)
+    last_start = torch.where(starts, positions, -1).cummax(dim=1).values
+    last_end = torch.where(input_ids == markers.end_of_turn_id, positions, -1).cummax(dim=1).values
+    inside = torch.empty_like(starts)
+    if length == 0:
+        return inside
+    inside[:, 0] = last_start[:, 0] >= 0
+    inside[:, 1:] = last_start[:, 1:] > last_end[:, :-1]
+    return inside
+
+
+@functools.lru_cache(maxsize=64)
+def _tail_tensor(ids: tuple[int, ...]) -> torch.Tensor:
+    return torch.tensor(ids, dtype=torch.long)
 
 
 def _match(input_ids: torch.Tensor, pattern: Sequence[int], count: int) -> torch.Tensor:
     """``hit[:, i]`` is True when ``pattern`` starts at position ``i`` (``i < count``)."""
-    hit = torch.ones((input_ids.shape[0], count), dtype=torch.bool, device=input_ids.device)
-    for offset, token in enumerate(pattern):
+    if not pattern:
+        return torch.ones((input_ids.shape[0], count), dtype=torch.bool, device=input_ids.device)
+    hit = input_ids[:, :count] == pattern[0]
+    for offset, token in enumerate(pattern[1:], start=1):
         hit &= input_ids[:, offset : offset + count] == token
     return hit
 
