@@ -48,6 +48,7 @@ MEDIA_KEYS = frozenset(
         "second_per_grid_ts",
         "input_features",
         "feature_attention_mask",
+        "input_features_mask",
         "audio_attention_mask",
         "image_grid_hws",
         "grid_thws",
