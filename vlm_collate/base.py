@@ -366,8 +366,8 @@ class BaseCollator:
             pad_to_multiple_of=self.pad_to_multiple_of,
             shift=self.shift_labels,
         )
-        side_in = getattr(self.tokenizer, "padding_side", "right")
-        side_out = self.padding_side or side_in
+        side_in = self._padded_side(batch)
+        side_out = self.padding_side or getattr(self.tokenizer, "padding_side", "right")
         for key in keys:
             batch[key] = repad(
                 batch[key],
@@ -465,6 +465,17 @@ class BaseCollator:
             placeholders = torch.isin(batch["input_ids"][row], vision_ids)
             batch["attention_mask"][row] = batch["attention_mask"][row].masked_fill(placeholders, 0)
 
+    def _padded_side(self, batch: Mapping[str, Any]) -> str:
+        """The side the processor padded on, read from the attention mask.
+
+        Right-padded rows always start with a real token, so a padded first
+        column means left padding (processors may override the tokenizer's side).
+        """
+        mask = self._attention_mask(batch)
+        if mask.shape[1] and bool((mask[:, 0] == 0).any()):
+            return "left"
+        return "right"
+
     def _attention_mask(self, batch: Mapping[str, Any]) -> torch.Tensor:
         mask = batch.get("attention_mask")
         if mask is None:
@@ -546,7 +557,7 @@ class BaseCollator:
         self, batch: Mapping[str, Any], row: int, length: int, key: str = "input_ids"
     ) -> torch.Tensor:
         values = batch[key][row]
-        side = getattr(self.tokenizer, "padding_side", "right")
+        side = self._padded_side(batch)
         return values[:length] if side == "right" else values[values.shape[0] - length :]
 
     def _row_has_labels(self, batch: Mapping[str, Any], row: int, length: int) -> bool:

@@ -339,8 +339,8 @@ class QwenVLUtilsMedia(MediaStrategy):
 
     def _frames_item(self, item: Mapping[str, Any], location: dict[str, int]) -> dict[str, Any]:
         source = item.get("video")
-        if isinstance(source, list):
-            return dict(item)
+        if isinstance(source, list) or (isinstance(source, str) and is_remote(source)):
+            return dict(item)  # frames as given; URLs are fetched by qwen-vl-utils
         if _is_local_file(source):
             try:
                 decoded = read_video(
