@@ -154,6 +154,18 @@ class TestLabels:
         assert [["A tone." + END]] == runs(batch)
 
 
+class TestPaddingSide:
+    def test_left_padded_tokenizer(self):
+        """With a left-padding tokenizer, rows are padded on the left and labels stay right."""
+        left = build_processor("nemotron_omni", padding_side="left")
+        samples = [chat("Hi", "Hello."), chat([item("audio", sine()), text("Hear?")], "A tone.")]
+        batch = NemotronOmniCollator(processor=left)(samples)
+        assert [["Hello." + END], ["A tone." + END]] == decoded_label_runs(
+            batch["labels"], left.tokenizer
+        )
+        assert [0, 1] == batch["attention_mask"][:, 0].tolist()
+
+
 class TestExactTokens:
     def test_one_text_sample(self):
         """Ids and unshifted labels of a text-only sample, from the literal rendered text."""

@@ -149,6 +149,17 @@ class TestLabels:
         assert [["A tone." + END]] == runs(batch)
 
 
+class TestPaddingSide:
+    def test_left_padded_tokenizer(self):
+        """With a left-padding tokenizer the labels are the same answers."""
+        left = build_processor("phi4_mm", padding_side="left")
+        batch = Phi4MMCollator(processor=left)([chat("Hi", "Hello."), with_audio(sine())])
+        assert [["Hello." + END], ["A tone." + END]] == decoded_label_runs(
+            batch["labels"], left.tokenizer
+        )
+        assert [0, 1] == batch["attention_mask"][:, 0].tolist()
+
+
 class TestExactTokens:
     def test_one_text_sample(self):
         """Ids and unshifted labels of '<|user|>Hi<|end|><|assistant|>Yo.<|end|><|endoftext|>'."""
@@ -219,15 +230,29 @@ class TestDroppedKeys:
         )
 
     def test_kept_image_inputs(self):
-        """dropped_keys=() keeps the image inputs and trains the answer."""
-        picture = chat(
-            [{"type": "image", "image": red()}, {"type": "text", "text": "Colour?"}], "Red."
+        """dropped_keys=() keeps the image inputs (one and two images) and trains the answers."""
+        one = chat([{"type": "image", "image": red()}, {"type": "text", "text": "Colour?"}], "Red.")
+        two = chat(
+            [
+                {"type": "image", "image": red()},
+                {"type": "image", "image": Image.new("RGB", (30, 40), "blue")},
+                {"type": "text", "text": "Colours?"},
+            ],
+            "Red, blue.",
         )
-        batch = Phi4MMCollator(processor=processor(), dropped_keys=())([picture])
+        batch = Phi4MMCollator(processor=processor(), dropped_keys=())([one, two])
         expected = {"image_pixel_values", "image_sizes", "image_attention_mask"}
         assert expected <= set(batch)
-        assert [["Red." + END]] == runs(batch)
-        assert [1] == batch["n_images_per_sample"].tolist()
+        assert [["Red." + END], ["Red, blue." + END]] == runs(batch)
+        assert [1, 2] == batch["n_images_per_sample"].tolist()
+        assert 3 == batch["image_pixel_values"].shape[0]
+
+    def test_video_is_refused(self):
+        """Phi-4-multimodal has no video processor: a video item raises MediaError."""
+        frames = [Image.new("RGB", (16, 16))] * 2
+        video = chat([{"type": "video", "video": frames}, {"type": "text", "text": "?"}], "No.")
+        with pytest.raises(MediaError, match="cannot take video"):
+            Phi4MMCollator(processor=processor())([video])
 
     def test_named_keys_are_removed(self):
         """Any listed key is removed from the batch."""
