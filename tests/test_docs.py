@@ -55,14 +55,23 @@ def fenced_blocks(markdown: str) -> list[tuple[int, str, str]]:
 
 def python_blocks(page: Path) -> list[tuple[int, str]]:
     """The runnable blocks of ``page``: those fenced as exactly ``python``."""
-    return [(line, code) for line, info, code in fenced_blocks(page.read_text("utf-8")) if info == "python"]
+    return [
+        (line, code)
+        for line, info, code in fenced_blocks(page.read_text("utf-8"))
+        if info == "python"
+    ]
 
 
 class TestFencedBlocks:
     def test_finds_python_blocks_and_ignores_others(self) -> None:
         """Only blocks fenced as exactly 'python' are runnable, with their line numbers."""
         text = "intro\n```python\na = 1\n```\n\n```py\nb = 2\n```\n```bash\nls\n```\n```python\nc = 3\n```\n"
-        expected = [(3, "python", "a = 1\n"), (7, "py", "b = 2\n"), (10, "bash", "ls\n"), (13, "python", "c = 3\n")]
+        expected = [
+            (3, "python", "a = 1\n"),
+            (7, "py", "b = 2\n"),
+            (10, "bash", "ls\n"),
+            (13, "python", "c = 3\n"),
+        ]
         assert expected == fenced_blocks(text)
 
     def test_longer_fence_holds_a_shorter_one(self) -> None:
@@ -73,7 +82,9 @@ class TestFencedBlocks:
 
 class TestPageCode:
     @pytest.mark.parametrize("page", PAGES, ids=_page_id)
-    def test_python_blocks_run(self, page: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def test_python_blocks_run(
+        self, page: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
         """Every 'python' block of the page runs, in order, in one fresh namespace."""
         monkeypatch.chdir(tmp_path)
         namespace: dict[str, object] = {"__name__": "__main__"}
@@ -139,7 +150,9 @@ class TestSite:
         import vlm_collate
 
         text = "\n".join(page.read_text("utf-8") for page in DOCS.rglob("*.md"))
-        undocumented = [name for name in vlm_collate.__all__ if not re.search(rf"\b{re.escape(name)}\b", text)]
+        undocumented = [
+            name for name in vlm_collate.__all__ if not re.search(rf"\b{re.escape(name)}\b", text)
+        ]
         assert [] == undocumented
 
     def test_mkdocs_build_strict(self, tmp_path: Path) -> None:
