@@ -128,6 +128,10 @@ class Phi4MMCollator(BaseCollator):
 
     def media(self, batch: dict[str, Any], samples: Sequence[Sample]) -> dict[str, Any]:
         batch = super().media(batch, samples)
+        dtype = self.resolved_pixel_dtype
+        for key in _IMAGE_PIXELS:  # Phi-4's pixel keys are not the common ones
+            if dtype is not None and isinstance(batch.get(key), torch.Tensor):
+                batch[key] = batch[key].to(dtype)
         for key in self.dropped_keys:
             batch.pop(key, None)
         return batch

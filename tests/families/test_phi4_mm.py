@@ -247,6 +247,16 @@ class TestDroppedKeys:
         assert [1, 2] == batch["n_images_per_sample"].tolist()
         assert 3 == batch["image_pixel_values"].shape[0]
 
+    def test_pixel_dtype_applies_to_phi4_pixels(self):
+        """pixel_dtype casts image_pixel_values; by default they keep the processor's float32."""
+        one = chat([{"type": "image", "image": red()}, {"type": "text", "text": "Colour?"}], "Red.")
+        assert [torch.float32, torch.bfloat16] == [
+            Phi4MMCollator(processor=processor(), dropped_keys=(), **options)([one])[
+                "image_pixel_values"
+            ].dtype
+            for options in ({}, {"pixel_dtype": "bfloat16"})
+        ]
+
     def test_video_is_refused(self):
         """Phi-4-multimodal has no video processor: a video item raises MediaError."""
         frames = [Image.new("RGB", (16, 16))] * 2
