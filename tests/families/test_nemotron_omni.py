@@ -399,3 +399,42 @@ class TestPickling:
         )
         actual = [run for batch in loader for run in runs(batch)]
         assert [[f"Black {n}." + END] for n in range(4)] == actual
+
+
+@pytest.fixture(scope="module")
+def seed():
+    return pytest.importorskip(
+        "nemo_automodel.components.datasets.vlm.collate_fns",
+        reason="the seed comparison needs nemo-automodel: pip install --no-deps nemo-automodel==0.7.0 datasets",
+    )
+
+
+class TestSeedParity:
+    def test_tokens_and_labels_match_the_seed(self, seed):
+        """Text and image rows: input_ids, attention_mask and labels equal the seed's."""
+        samples = [
+            chat([item("image", Image.new("RGB", (40, 30), "red")), text("Colour?")], "Red."),
+            chat("Hi", "Hello there."),
+        ]
+        expected = seed.nemotron_omni_collate_fn(samples, processor())
+        actual = collate(samples)
+        for key in ("input_ids", "attention_mask", "labels"):
+            assert expected[key].tolist() == actual[key].tolist(), key
+
+    def test_patch_rows_keep_their_grid(self, seed):
+        """Unlike the seed, transformers' patch rows are concatenated and image_grid_hw is kept.
+
+        The seed stacks each sample's 2-D patch tensor into a 3-D one and drops
+        image_grid_hw, which transformers' NemotronH model needs.
+        """
+        samples = [chat([item("image", Image.new("RGB", (40, 30), "red"))], "Red.")]
+        expected = seed.nemotron_omni_collate_fn(samples, processor())
+        actual = collate(samples)
+        assert [(1, 8, 768), None] == [
+            tuple(expected["pixel_values"].shape),
+            expected.get("image_grid_hw"),
+        ]
+        assert [(8, 768), [[2, 4]]] == [
+            tuple(actual["pixel_values"].shape),
+            actual["image_grid_hw"].tolist(),
+        ]

@@ -280,3 +280,25 @@ class TestPickling:
         assert [[f"Page {n}.</s>"] for n in range(4)] == [
             run for batch in loader for run in runs(batch)
         ]
+
+
+class TestSeedParity:
+    def test_everything_but_labels_matches_the_seed(self):
+        """Pixels, tokens and decoder inputs equal the seed's; its labels miss, ours do not.
+
+        The seed re-tokenizes the target alone ('▁Hi') and searches for it, but after
+        the task prompt's special tokens SentencePiece writes 'Hi': nothing is found and
+        the seed trains nothing (a nan loss).
+        """
+        seed = pytest.importorskip(
+            "nemo_automodel.components.datasets.vlm.collate_fns",
+            reason="the seed comparison needs nemo-automodel: pip install --no-deps nemo-automodel==0.7.0 datasets",
+        )
+        samples = [parse("# Title\n\nSome text."), parse("Hi")]
+        expected = seed.nemotron_parse_collate_fn(samples, processor())
+        actual = NemotronParseCollator(processor=processor())(samples)
+        assert sorted(expected) == sorted(actual)
+        for key in sorted(set(expected) - {"labels"}):
+            assert expected[key].float().tolist() == actual[key].float().tolist(), key
+        assert [[], []] == decoded_label_runs(expected["labels"], processor().tokenizer)
+        assert [["# Title\n\nSome text.</s>"], ["Hi</s>"]] == runs(actual)
