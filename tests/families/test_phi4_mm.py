@@ -323,7 +323,7 @@ class TestPickling:
         for key in ("input_ids", "labels", "attention_mask", "audio_input_features"):
             assert torch.equal(expected[key], actual[key])
 
-    def test_spawned_dataloader_workers(self):
+    def test_spawned_dataloader_worker(self):
         """A spawned DataLoader worker (a fresh interpreter) collates audio batches correctly."""
         data = [with_audio((sine(8000), 8000), answer=f"Tone {index}.") for index in range(4)]
         loader = torch.utils.data.DataLoader(
