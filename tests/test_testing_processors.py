@@ -208,9 +208,18 @@ class TestFamilies:
             FAMILIES["qwen2_vl"].name = "other"  # type: ignore[misc]
 
     def test_expected_families(self):
-        """The four requested families and the Qwen3-VL Thinking variant are offered."""
+        """Every family the package supports is offered, on the stated base vocabulary."""
         expected = {
+            "gemma4": ("Gemma4Processor", "mistral-sentencepiece"),
+            "kimi_k25": ("Kimi_K25Processor", "qwen2"),
+            "kimi_k25_remote": ("KimiK25Processor", "qwen2"),
+            "kimi_vl": ("KimiVLProcessor", "qwen2"),
             "llava_next_mistral": ("LlavaNextProcessor", "mistral-sentencepiece"),
+            "llava_onevision": ("LlavaOnevisionProcessor", "qwen2"),
+            "nemotron_omni": ("NemotronH_Omni_Reasoning_V3Processor", "qwen2"),
+            "nemotron_parse": ("NemotronParseProcessor", "mistral-sentencepiece"),
+            "phi4_mm": ("Phi4MultimodalProcessor", "qwen2"),
+            "qwen3_omni": ("Qwen3OmniMoeProcessor", "qwen2"),
             "qwen2_5_vl": ("Qwen2_5_VLProcessor", "qwen2"),
             "qwen2_vl": ("Qwen2VLProcessor", "qwen2"),
             "qwen3_vl": ("Qwen3VLProcessor", "qwen2"),

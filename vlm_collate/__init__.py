@@ -1,5 +1,8 @@
 """Chat-style multimodal samples to training batches for VLM fine-tuning.
 
+Importing the package imports every model family, and each family registers
+the processor class names it handles with :func:`register_collator`.
+
 >>> import vlm_collate as vc
 >>> collator = vc.collator_for(processor, max_length=4096)   # doctest: +SKIP
 >>> batch = collator(examples)                                # doctest: +SKIP
@@ -7,6 +10,7 @@
 
 from __future__ import annotations
 
+from .audio import AudioMedia
 from .base import BaseCollator, CollateReport, DroppedSample, SampleWarning
 from .default import DefaultCollator
 from .errors import (
@@ -24,6 +28,9 @@ from .errors import (
     TemplateError,
     VLMCollateError,
 )
+from .gemma4 import Gemma4Collator, ThinkingChannelMarker
+from .kimi_k25 import KimiK25VLCollator, PreExpandedImages
+from .kimi_vl import KimiTurnMarker, KimiVLCollator
 from .labels import (
     IGNORE_INDEX,
     DerivedTemplateMarker,
@@ -33,13 +40,19 @@ from .labels import (
     LegacyBPEMatch,
     TurnMarkers,
 )
+from .llava_onevision import LlavaOneVisionCollator, PerSampleImagesMedia
 from .media import MediaStrategy, PlainMedia, QwenVLUtilsMedia
+from .nemotron_omni import NemotronOmniCollator, NemotronOmniMedia
+from .nemotron_parse import NemotronParseCollator, PromptPrefixMask
+from .phi4mm import Phi4MMCollator, RoleTokenMarker
 from .qwen import Qwen25VLCollator
+from .qwen_omni import Qwen3OmniCollator, QwenOmniUtilsMedia
 from .registry import collator_for, register_collator
 
 __version__ = "0.1.0.dev0"
 
 __all__ = [
+    "AudioMedia",
     "BaseCollator",
     "BatchError",
     "CollateReport",
@@ -49,24 +62,40 @@ __all__ = [
     "DroppedSample",
     "EmptyLabelsError",
     "FirstOf",
+    "Gemma4Collator",
     "IGNORE_INDEX",
     "ImStartMarker",
+    "KimiK25VLCollator",
+    "KimiTurnMarker",
+    "KimiVLCollator",
     "LabelStrategy",
     "LabelStrategyError",
     "LegacyBPEMatch",
+    "LlavaOneVisionCollator",
     "MediaError",
     "MediaStrategy",
     "MissingDependencyError",
+    "NemotronOmniCollator",
+    "NemotronOmniMedia",
+    "NemotronParseCollator",
     "OverlongError",
+    "PerSampleImagesMedia",
+    "Phi4MMCollator",
     "PlainMedia",
+    "PreExpandedImages",
     "ProcessorError",
+    "PromptPrefixMask",
     "Qwen25VLCollator",
+    "Qwen3OmniCollator",
+    "QwenOmniUtilsMedia",
     "QwenVLUtilsMedia",
+    "RoleTokenMarker",
     "SampleError",
     "SampleTypeError",
     "SampleWarning",
     "SpecialTokenError",
     "TemplateError",
+    "ThinkingChannelMarker",
     "TurnMarkers",
     "VLMCollateError",
     "collator_for",

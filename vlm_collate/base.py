@@ -42,7 +42,7 @@ from .images import DEFAULT_MAX_IMAGE_PIXELS
 from .labels import IGNORE_INDEX, LabelStrategy, tokenizer_of
 from .media import MEDIA_KEYS, MediaStrategy, media_token_ids, vision_token_ids
 from .overlong import estimate_tokens
-from .padding import padded_length, repad, shift_for_next_token, token_axis_keys
+from .padding import padded_length, padded_side, repad, shift_for_next_token, token_axis_keys
 from .samples import MEDIA_TYPES, Sample, find_special_token, prepare_sample
 from .template import render
 
@@ -471,10 +471,7 @@ class BaseCollator:
         Right-padded rows always start with a real token, so a padded first
         column means left padding (processors may override the tokenizer's side).
         """
-        mask = self._attention_mask(batch)
-        if mask.shape[1] and bool((mask[:, 0] == 0).any()):
-            return "left"
-        return "right"
+        return padded_side(self._attention_mask(batch))
 
     def _attention_mask(self, batch: Mapping[str, Any]) -> torch.Tensor:
         mask = batch.get("attention_mask")

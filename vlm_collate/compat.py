@@ -20,8 +20,25 @@ import torch
 
 from .base import BaseCollator
 from .default import DefaultCollator
-from .labels import DerivedTemplateMarker, FirstOf, ImStartMarker, LabelStrategy, LegacyBPEMatch
+from .gemma4 import Gemma4Collator, insert_after_marker, thinking_ids
+from .kimi_k25 import KimiK25VLCollator
+from .kimi_vl import KimiVLCollator
+from .labels import (
+    DerivedTemplateMarker,
+    FirstOf,
+    ImStartMarker,
+    LabelStrategy,
+    LegacyBPEMatch,
+    tokenizer_of,
+)
+from .llava_onevision import LlavaOneVisionCollator
+from .media import MEDIA_KEYS
+from .nemotron_omni import NemotronOmniCollator
+from .nemotron_parse import DEFAULT_TASK_PROMPT, NemotronParseCollator
+from .padding import padded_side, token_axis_keys
+from .phi4mm import Phi4MMCollator
 from .qwen import Qwen25VLCollator
+from .qwen_omni import Qwen3OmniCollator
 from .samples import Sample
 
 __all__ = [
@@ -29,7 +46,16 @@ __all__ = [
     "build_labels",
     "build_labels_from_template",
     "default_collate_fn",
+    "gemma4_inject_thinking_prefix",
+    "gemma4_prefix_collate_fn",
+    "kimi_k25_vl_collate_fn",
+    "kimi_vl_collate_fn",
+    "llava_onevision_collate_fn",
+    "nemotron_omni_collate_fn",
+    "nemotron_parse_collate_fn",
+    "phi4_mm_collate_fn",
     "qwen2_5_collate_fn",
+    "qwen3_omni_collate_fn",
 ]
 
 # Processors whose templates the seed trusted to be ChatML.
@@ -113,6 +139,109 @@ def qwen2_5_collate_fn(
     return _cached(Qwen25VLCollator, processor)(examples)
 
 
+def qwen3_omni_collate_fn(
+    examples: Sequence[Mapping[str, Any]], processor: Any, use_audio_in_video: bool = False
+) -> dict[str, torch.Tensor]:
+    """The seed's ``qwen3_omni_collate_fn`` on :class:`~vlm_collate.Qwen3OmniCollator`."""
+    return _cached(Qwen3OmniCollator, processor, use_audio_in_video=use_audio_in_video)(examples)
+
+
+def kimi_vl_collate_fn(
+    examples: Sequence[Mapping[str, Any]], processor: Any, max_length: int | None = None
+) -> dict[str, torch.Tensor]:
+    """The seed's ``kimi_vl_collate_fn``: overlong samples dropped, rows padded to max_length."""
+    options = {} if max_length is None else {"max_length": max_length, "drop_overlong": True}
+    return _cached(KimiVLCollator, processor, **options)(examples)
+
+
+def kimi_k25_vl_collate_fn(
+    examples: Sequence[Mapping[str, Any]],
+    processor: Any,
+    max_length: int | None = None,
+    drop_overlong: bool = False,
+) -> dict[str, torch.Tensor]:
+    """The seed's ``kimi_k25_vl_collate_fn``: image tokens pre-expanded, fixed-length rows.
+
+    As in the seed, long samples are truncated (an image cut off becomes
+    padding) unless ``drop_overlong`` drops them.
+    """
+    options: dict[str, Any] = {}
+    if max_length is not None:
+        options.update(
+            max_length=max_length,
+            drop_overlong=drop_overlong,
+            overlong="drop" if drop_overlong else "truncate",
+        )
+    return _cached(KimiK25VLCollator, processor, **options)(examples)
+
+
+def llava_onevision_collate_fn(
+    examples: Sequence[Mapping[str, Any]], processor: Any
+) -> dict[str, torch.Tensor]:
+    """The seed's ``llava_onevision_collate_fn`` on :class:`~vlm_collate.LlavaOneVisionCollator`."""
+    return _cached(LlavaOneVisionCollator, processor)(examples)
+
+
+def nemotron_parse_collate_fn(
+    examples: Sequence[Mapping[str, Any]], processor: Any, task_prompt: str = DEFAULT_TASK_PROMPT
+) -> dict[str, torch.Tensor]:
+    """The seed's ``nemotron_parse_collate_fn`` on :class:`~vlm_collate.NemotronParseCollator`."""
+    return _cached(NemotronParseCollator, processor, task_prompt=task_prompt)(examples)
+
+
+def nemotron_omni_collate_fn(
+    examples: Sequence[Mapping[str, Any]],
+    processor: Any,
+    max_length: int | None = None,
+    max_video_frames: int = 8,
+) -> dict[str, torch.Tensor]:
+    """The seed's ``nemotron_omni_collate_fn`` on :class:`~vlm_collate.NemotronOmniCollator`."""
+    return _cached(
+        NemotronOmniCollator, processor, max_length=max_length, max_video_frames=max_video_frames
+    )(examples)
+
+
+def phi4_mm_collate_fn(
+    examples: Sequence[Mapping[str, Any]], processor: Any
+) -> dict[str, torch.Tensor]:
+    """The seed's ``phi4_mm_collate_fn`` on :class:`~vlm_collate.Phi4MMCollator`."""
+    return _cached(Phi4MMCollator, processor)(examples)
+
+
+def gemma4_prefix_collate_fn(
+    examples: Sequence[Mapping[str, Any]], processor: Any, max_length: int | None = None
+) -> dict[str, torch.Tensor]:
+    """The seed's ``gemma4_prefix_collate_fn`` on :class:`~vlm_collate.Gemma4Collator`."""
+    return _cached(Gemma4Collator, processor, max_length=max_length)(examples)
+
+
+def gemma4_inject_thinking_prefix(
+    batch: dict[str, torch.Tensor], processor: Any
+) -> dict[str, torch.Tensor]:
+    """Insert Gemma 4's empty thinking channel after every ``<|turn>model\\n`` in a tokenized batch.
+
+    Every tensor shaped like ``input_ids`` grows with it (``attention_mask``
+    with ones, the others with zeros); a no-op for tokenizers without Gemma 4's
+    tokens.
+    """
+    tokenizer = tokenizer_of(processor)
+    ids = thinking_ids(tokenizer)
+    if ids is None or "input_ids" not in batch:
+        return batch
+    mask = batch.get("attention_mask")
+    side = padded_side(mask) if isinstance(mask, torch.Tensor) else tokenizer.padding_side
+    pad_id = tokenizer.pad_token_id if isinstance(tokenizer.pad_token_id, int) else 0
+    grown = insert_after_marker(
+        batch,
+        *ids,
+        keys=token_axis_keys(batch, exclude=MEDIA_KEYS),
+        padding_side=side,
+        pad_id=pad_id,
+    )
+    batch.update(grown)
+    return batch
+
+
 def build_labels(
     input_ids_batch: torch.Tensor,
     conversations: Sequence[Sequence[dict[str, Any]]],
@@ -141,5 +270,17 @@ def _template_chain(processor_name: str) -> LabelStrategy:
 
 COLLATE_FNS: dict[str, Callable[..., dict[str, torch.Tensor]]] = {
     "Qwen2_5_VLProcessor": qwen2_5_collate_fn,
+    "Qwen3OmniMoeProcessor": qwen3_omni_collate_fn,
+    "KimiVLProcessor": kimi_vl_collate_fn,
+    "KimiK25Processor": kimi_k25_vl_collate_fn,
+    "Kimi_K25Processor": kimi_k25_vl_collate_fn,
+    "LlavaOneVisionProcessor": llava_onevision_collate_fn,
+    "LlavaOnevisionProcessor": llava_onevision_collate_fn,
+    "NemotronParseProcessor": nemotron_parse_collate_fn,
+    "NemotronH_Nano_Omni_Reasoning_V3Processor": nemotron_omni_collate_fn,
+    "NemotronH_Omni_Reasoning_V3Processor": nemotron_omni_collate_fn,
+    "Phi4MMProcessor": phi4_mm_collate_fn,
+    "Phi4MultimodalProcessor": phi4_mm_collate_fn,
+    "Gemma4Processor": gemma4_prefix_collate_fn,
     "default": default_collate_fn,
 }

@@ -190,7 +190,7 @@ class Gemma4Collator(DefaultCollator):
             marker,
             inserted,
             keys=token_axis_keys(batch, exclude=_NOT_TOKEN_AXIS),
-            padding_side=getattr(self.tokenizer, "padding_side", "right"),
+            padding_side=self._padded_side(batch),
             pad_id=self._pad_value("input_ids"),
         )
         batch.update(grown)

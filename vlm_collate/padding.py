@@ -9,6 +9,7 @@ import torch
 
 __all__ = [
     "padded_length",
+    "padded_side",
     "repad",
     "shift_for_next_token",
     "token_axis_keys",
@@ -25,6 +26,17 @@ def token_axis_keys(batch: Mapping[str, Any], *, exclude: Sequence[str] = ()) ->
         for key, value in batch.items()
         if key not in exclude and isinstance(value, torch.Tensor) and value.shape == shape
     ]
+
+
+def padded_side(attention_mask: torch.Tensor) -> Side:
+    """The side rows were padded on, read from their attention mask.
+
+    Right-padded rows always start with a real token, so a padded first column
+    means left padding; an unpadded batch reads as right.
+    """
+    if attention_mask.shape[1] and bool((attention_mask[:, 0] == 0).any()):
+        return "left"
+    return "right"
 
 
 def padded_length(
