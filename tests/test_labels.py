@@ -248,3 +248,32 @@ class TestFirstOf:
         """An empty FirstOf is refused."""
         with pytest.raises(vc.LabelStrategyError):
             vc.FirstOf()
+
+
+class TestImStartMarkerTemplateCheck:
+    def test_template_closing_turns_otherwise_is_refused(self):
+        """A ChatML-like template that closes turns with another token makes ImStartMarker step aside."""
+        from vlm_collate.testing import build_processor
+
+        template = (
+            "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|endoftext|>\n{% endfor %}"
+            "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+        )
+        processor = build_processor("qwen2_5_vl", chat_template=template)
+        with pytest.raises(vc.LabelStrategyError, match="does not write"):
+            vc.ImStartMarker().markers(processor)
+        sample = {"conversation": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello."}, {"role": "user", "content": "Bye"}, {"role": "assistant", "content": "Ciao."}]}
+        batch = vc.Qwen25VLCollator(processor=processor)([sample])
+        assert [["Hello.<|endoftext|>", "Ciao.<|endoftext|>"]] == decoded_label_runs(batch["labels"], processor.tokenizer)
+
+
+class TestDerivedMarkerEosTemplates:
+    def test_template_ending_in_eos(self):
+        """A template that appends EOS to every rendering (Phi-4) still yields its assistant header."""
+        from vlm_collate.testing import build_processor
+
+        processor = build_processor("phi4_mm")
+        tokenizer = processor.tokenizer
+        markers = vc.DerivedTemplateMarker().markers(processor)
+        assert (tokenizer.convert_tokens_to_ids("<|assistant|>"),) == markers.assistant_marker
+        assert tokenizer.convert_tokens_to_ids("<|end|>") == markers.end_of_turn_id

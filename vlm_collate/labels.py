@@ -294,6 +294,13 @@ class ImStartMarker(MarkerStrategy):
                 f"tokens, but {type(tokenizer).__name__} lacks them."
             )
             raise LabelStrategyError(msg)
+        templates = [t for t in (_template_of(processor), _template_of(tokenizer)) if t]
+        if templates and not any(self.end_token in t and self.start_token in t for t in templates):
+            msg = (
+                f"the chat template does not write {self.start_token!r} ... {self.end_token!r} "
+                "turns, so ImStartMarker would mislabel it."
+            )
+            raise LabelStrategyError(msg)
         role_ids = list(tokenizer.encode(f"{self.role}\n", add_special_tokens=False))
         marker = [start_id, *role_ids]
         return TurnMarkers(
@@ -336,7 +343,7 @@ class DerivedTemplateMarker(MarkerStrategy):
         except TemplateError as exc:
             msg = f"DerivedTemplateMarker cannot render the template: {exc}"
             raise LabelStrategyError(msg) from exc
-        header = with_header[len(without) :] if with_header.startswith(without) else ""
+        header = _generation_header(without, with_header, getattr(tokenizer, "eos_token", None))
         ids, offsets = _tokenize_with_offsets(tokenizer, text)
         special = _special_ids(tokenizer)
         headers, ends = [], []
@@ -378,6 +385,18 @@ def _render_sentinels(processor: Any, messages: list[dict[str, Any]]) -> tuple[s
     without = render(processor, prompt)
     with_header = render(processor, prompt, add_generation_prompt=True)
     return text, without, with_header
+
+
+def _generation_header(without: str, with_header: str, eos: str | None) -> str:
+    """What ``add_generation_prompt=True`` appends to a prompt.
+
+    Some templates close every rendered conversation with the EOS token
+    (Phi-4); the prompt then ends in EOS only when no header follows.
+    """
+    for prompt in (without, without.removesuffix(eos) if eos else without):
+        if with_header.startswith(prompt):
+            return with_header[len(prompt) :]
+    return ""
 
 
 def _tokenize_with_offsets(tokenizer: Any, text: str) -> tuple[list[int], list[tuple[int, int]]]:

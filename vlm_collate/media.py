@@ -36,7 +36,7 @@ __all__ = [
 
 Conversations = Sequence[Sequence[Mapping[str, Any]]]
 
-PIXEL_KEYS = ("pixel_values", "pixel_values_videos", "pixel_values_images")
+PIXEL_KEYS = ("pixel_values", "pixel_values_videos", "pixel_values_images", "image_pixel_values")
 # Per-media entries: never padded or shifted along the token axis, even when a
 # tensor happens to have the shape of input_ids.
 MEDIA_KEYS = frozenset(
@@ -49,6 +49,16 @@ MEDIA_KEYS = frozenset(
         "input_features",
         "feature_attention_mask",
         "input_features_mask",
+        "image_grid_hw",
+        "image_flags",
+        "sound_features",
+        "sound_attention_mask",
+        "image_attention_mask",
+        "audio_input_features",
+        "audio_embed_sizes",
+        "audio_attention_mask",
+        "input_image_embeds",
+        "input_audio_embeds",
         "audio_attention_mask",
         "image_grid_hws",
         "grid_thws",
