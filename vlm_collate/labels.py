@@ -95,16 +95,15 @@ def assistant_spans(input_ids: torch.Tensor, markers: TurnMarkers) -> torch.Tens
     marker = markers.assistant_marker
     width = len(marker)
     starts = torch.zeros((batch, length), dtype=torch.bool, device=input_ids.device)
-    # Rows and positions where the marker's head fits with one more token after it;
-    # they are few, so the last token is checked by indexing, not over the batch.
-    count = length - width + 1
+    count = length - width + 1  # where the marker's head fits with one more token after it
     if count > 0:
-        rows, columns = _match(input_ids, marker[:-1], count).nonzero(as_tuple=True)
+        rows, columns = _head_matches(input_ids, marker[:-1], count)
         following = input_ids[rows, columns + width - 1]
         full = (following == marker[-1]) & (columns + width < length)
         starts[rows[full], columns[full] + width] = True  # the answer starts after the marker
-        if markers.merged_tail_ids:
-            merged = torch.isin(following, _tail_tensor(markers.merged_tail_ids))
+        if markers.merged_tail_ids and following.numel():
+            tail = _tail_set(markers.merged_tail_ids)
+            merged = torch.tensor([token in tail for token in following.tolist()], dtype=torch.bool)
             starts[rows[merged], columns[merged] + width - 1] = True
     positions = torch.arange(length, device=input_ids.device)
     last_start = torch.where(starts, positions, -1).cummax(dim=1).values
@@ -118,18 +117,30 @@ def assistant_spans(input_ids: torch.Tensor, markers: TurnMarkers) -> torch.Tens
 
 
 @functools.lru_cache(maxsize=64)
-def _tail_tensor(ids: tuple[int, ...]) -> torch.Tensor:
-    return torch.tensor(ids, dtype=torch.long)
+def _tail_set(ids: tuple[int, ...]) -> frozenset[int]:
+    return frozenset(ids)
 
 
-def _match(input_ids: torch.Tensor, pattern: Sequence[int], count: int) -> torch.Tensor:
-    """``hit[:, i]`` is True when ``pattern`` starts at position ``i`` (``i < count``)."""
-    if not pattern:
-        return torch.ones((input_ids.shape[0], count), dtype=torch.bool, device=input_ids.device)
-    hit = input_ids[:, :count] == pattern[0]
-    for offset, token in enumerate(pattern[1:], start=1):
-        hit &= input_ids[:, offset : offset + count] == token
-    return hit
+def _head_matches(
+    input_ids: torch.Tensor, head: Sequence[int], count: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rows and positions ``i < count`` where ``head`` starts.
+
+    Only the first token is compared over the whole batch; the few candidate
+    positions are then narrowed by indexing, which costs far less than more
+    full-size comparisons.
+    """
+    if not head:
+        positions = torch.arange(count, device=input_ids.device)
+        return (
+            torch.arange(input_ids.shape[0], device=input_ids.device).repeat_interleave(count),
+            positions.repeat(input_ids.shape[0]),
+        )
+    rows, columns = (input_ids[:, :count] == head[0]).nonzero(as_tuple=True)
+    for offset, token in enumerate(head[1:], start=1):
+        keep = input_ids[rows, columns + offset] == token
+        rows, columns = rows[keep], columns[keep]
+    return rows, columns
 
 
 def naive_assistant_spans(input_ids: torch.Tensor, markers: TurnMarkers) -> torch.Tensor:
