@@ -1,0 +1,226 @@
+"""``RobustCollator``: re-sample a whole batch from a seed when collating it fails.
+
+A wrapped collator that raises a :class:`~vlm_collate.VLMCollateError` (an
+unreadable image, a sample with no assistant turn, an overlong sample under
+``overlong="raise"``, ...) gets a fresh batch of the same size drawn from the
+dataset, up to ``max_retries`` times. Every failure is logged on the
+``vlm_collate.robust`` logger, and the draws come from the wrapper's own
+seeded :class:`random.Random`, so a run can be replayed.
+
+>>> robust = RobustCollator(collator=collator, dataset=dataset, seed=0)  # doctest: +SKIP
+>>> loader = DataLoader(dataset, batch_size=8, collate_fn=robust)       # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import attrs
+
+from .errors import BatchError, VLMCollateError
+
+__all__ = ["RetriesExhaustedError", "RobustCollator", "make_robust_collate", "worker_rng_seed"]
+
+logger = logging.getLogger(__name__)
+
+
+class RetriesExhaustedError(BatchError):
+    """Every attempt of a :class:`RobustCollator` failed; the cause is the last error."""
+
+
+def worker_rng_seed(seed: int, worker_id: int | None) -> int | str:
+    """The seed of the re-sampling RNG in one process.
+
+    Outside ``DataLoader`` workers this is ``seed`` itself, so
+    ``random.Random(seed)`` replays the draws. Worker ``k`` uses the string
+    ``"<seed>:worker<k>"`` instead: :class:`random.Random` hashes a string seed
+    with SHA-512, so the streams of different workers differ and do not depend
+    on ``PYTHONHASHSEED``.
+    """
+    if worker_id is None:
+        return seed
+    return f"{seed}:worker{worker_id}"
+
+
+def _current_worker_id() -> int | None:
+    try:
+        from torch.utils.data import get_worker_info
+    except ImportError:  # torch is a dependency, but the wrapper itself does not need it
+        return None
+    info = get_worker_info()
+    return None if info is None else info.id
+
+
+def _is_dataset(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
+    missing = [name for name in ("__len__", "__getitem__") if not hasattr(type(value), name)]
+    if missing:
+        msg = (
+            f"'{attribute.name}' must support len() and indexing "
+            f"(got {type(value).__name__}, which lacks {' and '.join(missing)})."
+        )
+        raise TypeError(msg)
+
+
+def _is_callable(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
+    if not callable(value):
+        msg = f"'{attribute.name}' must be callable (got {type(value).__name__})."
+        raise TypeError(msg)
+
+
+def _non_negative_int(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        msg = f"'{attribute.name}' must be a non-negative int (got {value!r})."
+        raise ValueError(msg)
+
+
+def _is_int(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        msg = f"'{attribute.name}' must be an int (got {value!r})."
+        raise TypeError(msg)
+
+
+def _exception_types(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
+    if not value or not all(isinstance(t, type) and issubclass(t, Exception) for t in value):
+        msg = (
+            f"'{attribute.name}' must be a non-empty tuple of Exception subclasses (got {value!r})."
+        )
+        raise TypeError(msg)
+
+
+@attrs.define(kw_only=True)
+class RobustCollator:
+    """Wrap a collator so that a batch it rejects is replaced by a re-sampled one.
+
+    ``collator(examples)`` is tried first on the caller's batch. When it raises
+    one of ``retry_on`` (by default only :class:`~vlm_collate.VLMCollateError`,
+    which the collators raise for every data problem, including media files
+    that cannot be read), the failure is logged and a new batch of
+    ``len(examples)`` samples is drawn: ``dataset[rng.randrange(len(dataset))]``
+    for each row, in order. This repeats at most ``max_retries`` times, so
+    there are up to ``1 + max_retries`` attempts. Any other exception, such as
+    a ``TypeError`` from a bug, propagates unchanged and is not counted.
+
+    The RNG is ``random.Random(worker_rng_seed(seed, worker_id))``, created on
+    the first failure in each process: the global :mod:`random` state is never
+    touched. In a ``DataLoader`` worker, ``worker_id`` is
+    ``torch.utils.data.get_worker_info().id``, so workers draw different
+    batches; in the main process it is ``None`` and the RNG is
+    ``random.Random(seed)``.
+
+    Args:
+        collator: Any callable taking a list of samples, usually a collator of
+            this package.
+        dataset: What to re-sample from: supports ``len()`` and integer indexing.
+        max_retries: How many re-sampled batches to try after the first failure.
+        seed: Seed of the re-sampling RNG.
+        retry_on: The exception types that trigger a re-sample. Widen it (for
+            example ``(VLMCollateError, OSError)``) only for a third-party
+            collate function that does not convert its data errors.
+
+    Raises:
+        RetriesExhaustedError: The last attempt failed too; it chains the last
+            error and says how many attempts were made.
+
+    The counters ``batches``, ``failures``, ``resamples`` and ``exhausted``
+    count calls, failed attempts, re-sampled batches and calls that gave up.
+    Each process (each ``DataLoader`` worker) counts its own.
+    ``last_indices`` holds the dataset indices of the last batch returned, or
+    ``None`` when it was the caller's batch.
+    """
+
+    collator: Callable[[list[Any]], Any] = attrs.field(validator=_is_callable)
+    dataset: Any = attrs.field(validator=_is_dataset, repr=False)
+    max_retries: int = attrs.field(default=10, validator=_non_negative_int)
+    seed: int = attrs.field(default=0, validator=_is_int)
+    retry_on: tuple[type[Exception], ...] = attrs.field(
+        default=(VLMCollateError,), converter=tuple, validator=_exception_types
+    )
+
+    batches: int = attrs.field(init=False, default=0, eq=False)
+    failures: int = attrs.field(init=False, default=0, eq=False)
+    resamples: int = attrs.field(init=False, default=0, eq=False)
+    exhausted: int = attrs.field(init=False, default=0, eq=False)
+    last_indices: list[int] | None = attrs.field(init=False, default=None, eq=False, repr=False)
+    _rng: random.Random | None = attrs.field(init=False, default=None, eq=False, repr=False)
+    _rng_worker: int | None = attrs.field(init=False, default=None, eq=False, repr=False)
+
+    def __call__(self, examples: Sequence[Any]) -> Any:
+        """Collate ``examples``, re-sampling the whole batch after each rejected attempt."""
+        self.batches += 1
+        batch: Sequence[Any] = examples
+        indices: list[int] | None = None
+        attempts = 1 + self.max_retries
+        for attempt in range(1, attempts + 1):
+            try:
+                result = self.collator(batch)
+            except self.retry_on as error:
+                self._record_failure(error, attempt, attempts, indices)
+                if attempt == attempts or not examples:
+                    self._give_up(error, attempt, indices)
+                indices = self._draw_indices(len(examples))
+                batch = [self.dataset[index] for index in indices]
+                self.resamples += 1
+            else:
+                self.last_indices = indices
+                return result
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _record_failure(
+        self, error: Exception, attempt: int, attempts: int, indices: list[int] | None
+    ) -> None:
+        self.failures += 1
+        source = "the caller's batch" if indices is None else f"dataset indices {indices}"
+        logger.warning(
+            "collate attempt %d/%d failed on %s: %s: %s",
+            attempt,
+            attempts,
+            source,
+            type(error).__name__,
+            error,
+        )
+
+    def _give_up(self, error: Exception, attempt: int, indices: list[int] | None) -> None:
+        self.exhausted += 1
+        resampled = attempt - 1
+        reason = (
+            ""
+            if resampled
+            else " (nothing to re-sample)"
+            if self.max_retries
+            else " (max_retries=0)"
+        )
+        last = "the caller's batch" if indices is None else f"dataset indices {indices}"
+        msg = (
+            f"collating failed on all {attempt} attempts: the caller's batch and "
+            f"{resampled} re-sampled batches{reason}; the last one, on {last}, "
+            f"raised {type(error).__name__}: {error}"
+        )
+        raise RetriesExhaustedError(msg) from error
+
+    def _draw_indices(self, size: int) -> list[int]:
+        worker_id = _current_worker_id()
+        if self._rng is None or self._rng_worker != worker_id:
+            self._rng = random.Random(worker_rng_seed(self.seed, worker_id))
+            self._rng_worker = worker_id
+        length = len(self.dataset)
+        if length == 0:
+            msg = "cannot re-sample: the dataset is empty"
+            raise BatchError(msg)
+        return [self._rng.randrange(length) for _ in range(size)]
+
+
+def make_robust_collate(
+    dataset: Any, collate_fn: Callable[[list[Any]], Any], max_retries: int = 10
+) -> RobustCollator:
+    """The seed's ``make_robust_collate``: a :class:`RobustCollator` with seed 0.
+
+    Unlike the seed, it retries only on :class:`~vlm_collate.VLMCollateError`,
+    draws from its own RNG instead of the global :mod:`random` module, makes
+    up to ``1 + max_retries`` attempts, and raises
+    :class:`RetriesExhaustedError` (a ``ValueError``) rather than
+    ``RuntimeError`` when they all fail.
+    """
+    return RobustCollator(collator=collate_fn, dataset=dataset, max_retries=max_retries)
