@@ -63,7 +63,8 @@ class DroppedSample:
 
     Args:
         index: Position of the sample in the batch the caller passed in.
-        reason: ``"overlong"``, ``"special_tokens"`` or ``"empty_labels"``.
+        reason: ``"overlong"``, ``"special_tokens"``, ``"empty_labels"`` or
+            ``"unsupported_media"``.
         detail: A sentence a person can act on.
     """
 
@@ -101,7 +102,8 @@ class CollateReport:
     warnings: list[SampleWarning] = attrs.Factory(list)
 
 
-def _check_modalities(sample: Sample, supported: frozenset[str], processor_name: str) -> None:
+def _unsupported_media(sample: Sample, supported: frozenset[str]) -> Any:
+    """``(message, item, kind)`` of the first media item the processor cannot take."""
     for position, message in enumerate(sample.conversation):
         content = message.get("content")
         if not isinstance(content, list):
@@ -109,10 +111,8 @@ def _check_modalities(sample: Sample, supported: frozenset[str], processor_name:
         for item_index, item in enumerate(content):
             kind = item.get("type")
             if kind in MEDIA_TYPES and kind not in supported:
-                msg = f"{processor_name} cannot take {kind} items; the {kind} would be lost"
-                raise MediaError(
-                    msg, sample_index=sample.index, message_index=position, item_index=item_index
-                )
+                return position, item_index, kind
+    return None
 
 
 def _one_of(*choices: str):
@@ -165,6 +165,8 @@ class BaseCollator:
         empty_labels: Policy for a sample with no trained token.
         special_tokens_in_text: Policy for message text holding control tokens.
         overlong: Policy for a sample longer than ``max_length``.
+        unsupported_media: Policy for a sample holding media the processor
+            cannot take (see :meth:`supported_media`): ``"raise"`` or ``"drop"``.
         max_image_pixels: Largest accepted image area (decompression-bomb guard).
         processor_kwargs: Extra keyword arguments for the processor call.
         label_strategy: Decides which tokens are trained.
@@ -194,6 +196,9 @@ class BaseCollator:
     )
     overlong: OverlongPolicy = attrs.field(
         default="drop", validator=_one_of("drop", "raise", "truncate")
+    )
+    unsupported_media: Literal["raise", "drop"] = attrs.field(
+        default="raise", validator=_one_of("raise", "drop")
     )
     max_image_pixels: int = attrs.field(
         default=DEFAULT_MAX_IMAGE_PIXELS, validator=_positive_or_none
@@ -277,11 +282,13 @@ class BaseCollator:
             for index, example in enumerate(examples)
         ]
         supported = self.supported_media()
-        for sample in samples:
-            _check_modalities(sample, supported, type(self.processor).__name__)
         rejected = {}
         for sample in samples:
-            problem = self._special_token_problem(sample) or self._estimated_overlong(sample)
+            problem = (
+                self._unsupported_media_problem(sample, supported)
+                or self._special_token_problem(sample)
+                or self._estimated_overlong(sample)
+            )
             if problem is not None:
                 rejected[sample.index] = problem
         return self._without(samples, rejected, report) if rejected else samples
@@ -304,6 +311,10 @@ class BaseCollator:
         ):
             found.add("audio")
         return frozenset(found)
+
+    def media_refusal(self, kind: str) -> str:
+        """The sentence explaining why ``kind`` items are refused."""
+        return f"{type(self.processor).__name__} cannot take {kind} items; the {kind} would be lost"
 
     def template(self, samples: Sequence[Sample]) -> dict[str, Any]:
         """Render each conversation to text and run the processor on texts and media."""
@@ -493,6 +504,20 @@ class BaseCollator:
         if key == "labels":
             return IGNORE_INDEX
         return 0
+
+    def _unsupported_media_problem(
+        self, sample: Sample, supported: frozenset[str]
+    ) -> DroppedSample | None:
+        found = _unsupported_media(sample, supported)
+        if found is None:
+            return None
+        position, item_index, kind = found
+        detail = self.media_refusal(kind)
+        if self.unsupported_media == "raise":
+            raise MediaError(
+                detail, sample_index=sample.index, message_index=position, item_index=item_index
+            )
+        return DroppedSample(sample.index, "unsupported_media", f"message {position}: {detail}")
 
     def _special_token_problem(self, sample: Sample) -> DroppedSample | None:
         if self.special_tokens_in_text == "allow":

@@ -101,6 +101,12 @@ def _add_inspect(commands: Any) -> None:
         default="drop",
         help="policy for control tokens in message text (default: drop)",
     )
+    inspect.add_argument(
+        "--unsupported-media",
+        choices=("raise", "drop"),
+        default="drop",
+        help="policy for media the processor cannot take (default: drop, and say so)",
+    )
     inspect.add_argument("--pixel-dtype", metavar="DTYPE", help="e.g. float32, bfloat16 or auto")
     inspect.add_argument(
         "--limit", type=_positive, metavar="N", help="inspect only the first N samples"
@@ -140,6 +146,7 @@ def _inspect(options: argparse.Namespace) -> int:
         "empty_labels": options.empty_labels,
         "overlong": options.overlong,
         "special_tokens_in_text": options.special_tokens,
+        "unsupported_media": options.unsupported_media,
     }
     if options.pixel_dtype is not None:
         settings["pixel_dtype"] = options.pixel_dtype

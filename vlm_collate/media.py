@@ -59,7 +59,6 @@ MEDIA_KEYS = frozenset(
         "audio_attention_mask",
         "input_image_embeds",
         "input_audio_embeds",
-        "audio_attention_mask",
         "image_grid_hws",
         "grid_thws",
         "num_patches",

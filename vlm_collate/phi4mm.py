@@ -11,7 +11,7 @@ import torch
 
 from .audio import AudioMedia, move_example_audio, processor_sampling_rate
 from .base import BaseCollator, CollateReport
-from .errors import LabelStrategyError, MediaError
+from .errors import LabelStrategyError
 from .labels import (
     DerivedTemplateMarker,
     FirstOf,
@@ -21,7 +21,7 @@ from .labels import (
     TurnMarkers,
     tokenizer_of,
 )
-from .media import MediaStrategy, iter_media_items
+from .media import MediaStrategy
 from .registry import register_collator
 from .samples import Sample
 
@@ -97,17 +97,22 @@ class Phi4MMCollator(BaseCollator):
     def filter(self, examples: Sequence[Mapping[str, Any]], report: CollateReport) -> list[Sample]:
         samples = super().filter(examples, report)
         move_example_audio(samples, sampling_rate=self._sampling_rate())
-        if _IMAGE_PIXELS & set(self.dropped_keys):
-            conversations = [sample.conversation for sample in samples]
-            for location, item in iter_media_items(conversations):
-                if item["type"] == "image":
-                    location["sample_index"] = samples[location["sample_index"]].index
-                    msg = (
-                        "Phi4MMCollator drops image inputs (dropped_keys), so this image would be "
-                        "lost; pass dropped_keys=() to train on images"
-                    )
-                    raise MediaError(msg, **location)
         return samples
+
+    def supported_media(self) -> frozenset[str]:
+        """Images only when their inputs are kept (see ``dropped_keys``)."""
+        supported = super().supported_media()
+        if _IMAGE_PIXELS & set(self.dropped_keys):
+            supported -= {"image"}
+        return supported
+
+    def media_refusal(self, kind: str) -> str:
+        if kind != "image":
+            return super().media_refusal(kind)
+        return (
+            "Phi4MMCollator drops image inputs (dropped_keys), so this image would be lost; "
+            "pass dropped_keys=() to train on images"
+        )
 
     def call_processor(self, samples: Sequence[Sample], **inputs: Any) -> dict[str, Any]:
         audio = inputs.pop("audio", None)
