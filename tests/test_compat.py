@@ -20,6 +20,9 @@ SEED_SIGNATURES = {
     "kimi_k25_vl_collate_fn": ["examples", "processor", "max_length", "drop_overlong"],
     "kimi_vl_collate_fn": ["examples", "processor", "max_length"],
     "llava_onevision_collate_fn": ["examples", "processor"],
+    "make_robust_collate": ["dataset", "collate_fn", "max_retries"],
+    "neat_packed_vlm_collater": ["batch", "padding_idx", "max_length", "attn_implementation"],
+    "pad_collate_fn": ["examples", "processor", "max_length"],
     "nemotron_omni_collate_fn": ["examples", "processor", "max_length", "max_video_frames"],
     "nemotron_parse_collate_fn": ["examples", "processor", "task_prompt"],
     "phi4_mm_collate_fn": ["examples", "processor"],
@@ -89,3 +92,30 @@ class TestFunctionsRun:
         before = processor.tokenizer.decode(batch["input_ids"][0])
         after = processor.tokenizer.decode(compat.gemma4_inject_thinking_prefix(batch, processor)["input_ids"][0])
         assert before.replace("<|turn>model\n", "<|turn>model\n<|channel>thought\n<channel|>") == after
+
+
+class TestPreTokenizedAndRobust:
+    def test_pad_collate_fn_matches_the_on_the_fly_batch(self):
+        """pad_collate_fn on pre-tokenized samples gives the on-the-fly labels and ids."""
+        import vlm_collate as vc
+
+        processor = build_processor("qwen2_5_vl")
+        collator = vc.Qwen25VLCollator(processor=processor)
+        samples = [chat(), chat("Blue.", image=False)]
+        pretokenized = [vc.pretokenize_sample(collator, sample) for sample in samples]
+        expected = collator(samples)
+        actual = compat.pad_collate_fn(pretokenized, processor)
+        assert expected["input_ids"].tolist() == actual["input_ids"].tolist()
+        assert expected["labels"].tolist() == actual["labels"].tolist()
+
+    def test_make_robust_collate_recovers_from_a_bad_batch(self):
+        """make_robust_collate re-samples a batch whose sample has no assistant turn."""
+        import vlm_collate as vc
+
+        processor = build_processor("qwen2_5_vl")
+        good = [chat(f"Answer {index}.", image=False) for index in range(4)]
+        robust = compat.make_robust_collate(good, vc.Qwen25VLCollator(processor=processor))
+        broken = {"conversation": [{"role": "user", "content": "no answer"}]}
+        batch = robust([broken, good[0]])
+        runs = decoded_label_runs(batch["labels"], processor.tokenizer)
+        assert all(row[0] in {f"Answer {index}.<|im_end|>" for index in range(4)} for row in runs)

@@ -22,6 +22,7 @@ from .errors import (
     MissingDependencyError,
     OverlongError,
     ProcessorError,
+    RetriesExhaustedError,
     SampleError,
     SampleTypeError,
     SpecialTokenError,
@@ -44,10 +45,13 @@ from .llava_onevision import LlavaOneVisionCollator, PerSampleImagesMedia
 from .media import MediaStrategy, PlainMedia, QwenVLUtilsMedia
 from .nemotron_omni import NemotronOmniCollator, NemotronOmniMedia
 from .nemotron_parse import NemotronParseCollator, PromptPrefixMask
+from .packed import NeatPackedCollator
 from .phi4mm import Phi4MMCollator, RoleTokenMarker
+from .pretokenized import PreTokenizedCollator, pretokenize_sample
 from .qwen import Qwen25VLCollator
 from .qwen_omni import Qwen3OmniCollator, QwenOmniUtilsMedia
 from .registry import collator_for, register_collator
+from .robust import RobustCollator
 
 __version__ = "0.1.0.dev0"
 
@@ -75,6 +79,7 @@ __all__ = [
     "MediaError",
     "MediaStrategy",
     "MissingDependencyError",
+    "NeatPackedCollator",
     "NemotronOmniCollator",
     "NemotronOmniMedia",
     "NemotronParseCollator",
@@ -83,12 +88,15 @@ __all__ = [
     "Phi4MMCollator",
     "PlainMedia",
     "PreExpandedImages",
+    "PreTokenizedCollator",
     "ProcessorError",
     "PromptPrefixMask",
     "Qwen25VLCollator",
     "Qwen3OmniCollator",
     "QwenOmniUtilsMedia",
     "QwenVLUtilsMedia",
+    "RetriesExhaustedError",
+    "RobustCollator",
     "RoleTokenMarker",
     "SampleError",
     "SampleTypeError",
@@ -99,5 +107,6 @@ __all__ = [
     "TurnMarkers",
     "VLMCollateError",
     "collator_for",
+    "pretokenize_sample",
     "register_collator",
 ]

@@ -35,10 +35,13 @@ from .llava_onevision import LlavaOneVisionCollator
 from .media import MEDIA_KEYS
 from .nemotron_omni import NemotronOmniCollator
 from .nemotron_parse import DEFAULT_TASK_PROMPT, NemotronParseCollator
+from .packed import NeatPackedCollator
 from .padding import padded_side, token_axis_keys
 from .phi4mm import Phi4MMCollator
+from .pretokenized import PreTokenizedCollator
 from .qwen import Qwen25VLCollator
 from .qwen_omni import Qwen3OmniCollator
+from .robust import make_robust_collate
 from .samples import Sample
 
 __all__ = [
@@ -51,8 +54,11 @@ __all__ = [
     "kimi_k25_vl_collate_fn",
     "kimi_vl_collate_fn",
     "llava_onevision_collate_fn",
+    "make_robust_collate",
+    "neat_packed_vlm_collater",
     "nemotron_omni_collate_fn",
     "nemotron_parse_collate_fn",
+    "pad_collate_fn",
     "phi4_mm_collate_fn",
     "qwen2_5_collate_fn",
     "qwen3_omni_collate_fn",
@@ -88,7 +94,7 @@ class _HookedDefaultCollator(DefaultCollator):
 _CACHE: weakref.WeakKeyDictionary[Any, dict[Any, BaseCollator]] = weakref.WeakKeyDictionary()
 
 
-def _cached(cls: type[BaseCollator], processor: Any, **options: Any) -> BaseCollator:
+def _cached(cls: type, processor: Any, **options: Any) -> Any:
     """Reuse one collator per processor and options (its caches then persist)."""
     key = (cls, tuple(sorted((name, _hashable(value)) for name, value in options.items())))
     try:
@@ -240,6 +246,40 @@ def gemma4_inject_thinking_prefix(
     )
     batch.update(grown)
     return batch
+
+
+def pad_collate_fn(
+    examples: Sequence[Mapping[str, Any]], processor: Any, max_length: int | None = None
+) -> dict[str, torch.Tensor]:
+    """The seed's ``pad_collate_fn`` on :class:`~vlm_collate.PreTokenizedCollator`.
+
+    As in the seed: rows padded to ``max_length`` when given, bfloat16 pixels,
+    labels shifted; a row longer than ``max_length`` is truncated, except
+    through media tokens (then the sample is dropped and reported).
+    """
+    options: dict[str, Any] = {"pixel_dtype": torch.bfloat16}
+    if max_length is not None:
+        options.update(max_length=max_length, padding="max_length", overlong="truncate")
+    return _cached_plain(PreTokenizedCollator, processor, **options)(examples)
+
+
+def neat_packed_vlm_collater(
+    batch: list[dict],
+    padding_idx: int = 0,
+    max_length: int | None = None,
+    attn_implementation: str = "sdpa",
+) -> dict:
+    """The seed's ``neat_packed_vlm_collater`` on :class:`~vlm_collate.NeatPackedCollator`."""
+    return NeatPackedCollator(
+        padding_idx=padding_idx, max_length=max_length, attn_implementation=attn_implementation
+    )(batch)
+
+
+def _cached_plain(cls: type, processor: Any, **options: Any) -> Any:
+    """Like :func:`_cached`, for collators that take ``processor`` as an option."""
+    if processor is None:
+        return cls(**options)
+    return _cached(cls, processor, **options)
 
 
 def build_labels(

@@ -13,6 +13,7 @@ fits it, so ``except ValueError`` keeps working in code that predates us::
     │   ├── TemplateError                 the chat template refused the sample
     │   └── ProcessorError                the processor call failed on the batch
     ├── BatchError (ValueError)           the batch is empty, or every sample was dropped
+    │   └── RetriesExhaustedError         every attempt of a RobustCollator failed
     ├── LabelStrategyError (ValueError)   a label strategy does not apply to this tokenizer
     ├── ConfigurationError (ValueError)   an option has an invalid value
     └── MissingDependencyError (ImportError)  an optional package is not installed
@@ -29,6 +30,7 @@ __all__ = [
     "MissingDependencyError",
     "OverlongError",
     "ProcessorError",
+    "RetriesExhaustedError",
     "SampleError",
     "SampleTypeError",
     "SpecialTokenError",
@@ -121,6 +123,10 @@ class ProcessorError(SampleError):
 
 class BatchError(VLMCollateError, ValueError):
     """The batch is empty, or every one of its samples was dropped."""
+
+
+class RetriesExhaustedError(BatchError):
+    """Every attempt of a ``RobustCollator`` failed; the cause is the last error."""
 
 
 class LabelStrategyError(VLMCollateError, ValueError):

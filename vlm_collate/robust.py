@@ -20,15 +20,11 @@ from typing import Any
 
 import attrs
 
-from .errors import BatchError, VLMCollateError
+from .errors import BatchError, RetriesExhaustedError, VLMCollateError
 
 __all__ = ["RetriesExhaustedError", "RobustCollator", "make_robust_collate", "worker_rng_seed"]
 
 logger = logging.getLogger(__name__)
-
-
-class RetriesExhaustedError(BatchError):
-    """Every attempt of a :class:`RobustCollator` failed; the cause is the last error."""
 
 
 def worker_rng_seed(seed: int, worker_id: int | None) -> int | str:
