@@ -21,23 +21,13 @@ from .labels import (
     LegacyBPEMatch,
     MarkerStrategy,
     TurnMarkers,
+    single_token_id,
     tokenizer_of,
 )
 from .media import MediaStrategy, PlainMedia
 from .registry import register_collator
 
 __all__ = ["KimiTurnMarker", "KimiVLCollator", "single_token_id"]
-
-
-def single_token_id(tokenizer: Any, token: str) -> int | None:
-    """Return the id of ``token`` when the vocabulary holds it as one token, else None."""
-    try:
-        token_id = tokenizer.convert_tokens_to_ids(token)
-    except Exception:
-        return None
-    if not isinstance(token_id, int) or token_id == getattr(tokenizer, "unk_token_id", None):
-        return None
-    return token_id
 
 
 @attrs.frozen(kw_only=True)

@@ -34,6 +34,7 @@ __all__ = [
     "assistant_spans",
     "labels_from_spans",
     "naive_assistant_spans",
+    "single_token_id",
     "tokenizer_of",
 ]
 
@@ -244,7 +245,7 @@ def _template_of(obj: Any) -> str | None:
     return template if isinstance(template, str) else None
 
 
-def _token_id(tokenizer: Any, token: str) -> int | None:
+def single_token_id(tokenizer: Any, token: str) -> int | None:
     """Return the id of a single-token string, or None when the vocabulary lacks it."""
     try:
         token_id = tokenizer.convert_tokens_to_ids(token)
@@ -297,8 +298,8 @@ class ImStartMarker(MarkerStrategy):
 
     def resolve(self, processor: Any) -> TurnMarkers:
         tokenizer = tokenizer_of(processor)
-        start_id = _token_id(tokenizer, self.start_token)
-        end_id = _token_id(tokenizer, self.end_token)
+        start_id = single_token_id(tokenizer, self.start_token)
+        end_id = single_token_id(tokenizer, self.end_token)
         if start_id is None or end_id is None:
             msg = (
                 f"ImStartMarker needs {self.start_token!r} and {self.end_token!r} as single "
