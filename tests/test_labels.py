@@ -277,3 +277,27 @@ class TestDerivedMarkerEosTemplates:
         markers = vc.DerivedTemplateMarker().markers(processor)
         assert (tokenizer.convert_tokens_to_ids("<|assistant|>"),) == markers.assistant_marker
         assert tokenizer.convert_tokens_to_ids("<|end|>") == markers.end_of_turn_id
+
+
+class TestSkipEmptyThink:
+    def test_qwen3_thinking_empty_block_untrained(self):
+        """On Qwen3-VL Thinking, the template's empty <think>\\n\\n</think>\\n\\n is left untrained."""
+        from vlm_collate.testing import build_processor
+
+        processor = build_processor("qwen3_vl_thinking")
+        strategy = vc.SkipEmptyThink(vc.FirstOf(vc.ImStartMarker(), vc.DerivedTemplateMarker()), blank_after=True)
+        sample = {"conversation": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello."}]}
+        plain = vc.Qwen25VLCollator(processor=processor)([sample])
+        skipped = vc.Qwen25VLCollator(processor=processor, label_strategy=strategy)([sample])
+        assert [["<think>\n\n</think>\n\nHello.<|im_end|>"]] == decoded_label_runs(plain["labels"], processor.tokenizer)
+        assert [["Hello.<|im_end|>"]] == decoded_label_runs(skipped["labels"], processor.tokenizer)
+
+    def test_reasoning_stays_trained(self):
+        """A block with reasoning in it is answer text and stays trained."""
+        from vlm_collate.testing import build_processor
+
+        processor = build_processor("qwen3_vl_thinking")
+        strategy = vc.SkipEmptyThink(vc.ImStartMarker(), blank_after=True)
+        sample = {"conversation": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "<think>\nwave\n</think>\n\nHello."}]}
+        batch = vc.Qwen25VLCollator(processor=processor, label_strategy=strategy)([sample])
+        assert [["<think>\nwave\n</think>\n\nHello.<|im_end|>"]] == decoded_label_runs(batch["labels"], processor.tokenizer)

@@ -39,6 +39,7 @@ from .labels import (
     ImStartMarker,
     LabelStrategy,
     LegacyBPEMatch,
+    SkipEmptyThink,
     TurnMarkers,
 )
 from .llava_onevision import LlavaOneVisionCollator, PerSampleImagesMedia
@@ -101,6 +102,7 @@ __all__ = [
     "SampleError",
     "SampleTypeError",
     "SampleWarning",
+    "SkipEmptyThink",
     "SpecialTokenError",
     "TemplateError",
     "ThinkingChannelMarker",

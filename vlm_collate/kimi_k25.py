@@ -22,12 +22,11 @@ from .base import BaseCollator, CollateReport, DroppedSample, _one_of
 from .errors import ConfigurationError, MediaError, VLMCollateError
 from .kimi_vl import KimiTurnMarker, _max_length_padding, single_token_id
 from .labels import (
-    IGNORE_INDEX,
     DerivedTemplateMarker,
     FirstOf,
     LabelStrategy,
     LegacyBPEMatch,
-    tokenizer_of,
+    SkipEmptyThink,
 )
 from .media import Conversations, MediaStrategy
 from .registry import register_collator
@@ -36,7 +35,6 @@ from .samples import Sample
 __all__ = [
     "KimiK25VLCollator",
     "PreExpandedImages",
-    "UntrainedEmptyThink",
     "expand_placeholders",
     "tokens_per_image",
 ]
@@ -71,41 +69,8 @@ def expand_placeholders(
     return input_ids.repeat_interleave(repeats), attention_mask.repeat_interleave(repeats)
 
 
-@attrs.frozen
-class UntrainedEmptyThink(LabelStrategy):
-    """The labels of ``inner``, except an empty ``<think></think>`` that opens a trained run.
-
-    Kimi K2.5 opens every assistant turn without reasoning with
-    ``<think></think>``: exactly what its non-thinking generation prompt
-    supplies, so it is prompt rather than answer. A ``<think>`` block with
-    reasoning in it stays trained.
-    """
-
-    inner: LabelStrategy
-    open_token: str = "<think>"
-    close_token: str = "</think>"
-
-    def build(
-        self, input_ids: torch.Tensor, conversations: Conversations, processor: Any
-    ) -> torch.Tensor:
-        labels = self.inner.build(input_ids, conversations, processor)
-        tokenizer = tokenizer_of(processor)
-        open_id = single_token_id(tokenizer, self.open_token)
-        close_id = single_token_id(tokenizer, self.close_token)
-        if open_id is None or close_id is None or input_ids.shape[1] < 2:
-            return labels
-        trained = labels != IGNORE_INDEX
-        run_starts = trained.clone()
-        run_starts[:, 1:] &= ~trained[:, :-1]
-        pairs = run_starts[:, :-1] & (input_ids[:, :-1] == open_id) & (input_ids[:, 1:] == close_id)
-        untrained = torch.zeros_like(trained)
-        untrained[:, :-1] |= pairs
-        untrained[:, 1:] |= pairs
-        return labels.masked_fill(untrained, IGNORE_INDEX)
-
-
 def _k25_labels() -> LabelStrategy:
-    return UntrainedEmptyThink(FirstOf(KimiTurnMarker(), DerivedTemplateMarker(), LegacyBPEMatch()))
+    return SkipEmptyThink(FirstOf(KimiTurnMarker(), DerivedTemplateMarker(), LegacyBPEMatch()))
 
 
 @attrs.frozen(kw_only=True)

@@ -30,6 +30,7 @@ __all__ = [
     "ImStartMarker",
     "LabelStrategy",
     "LegacyBPEMatch",
+    "SkipEmptyThink",
     "TurnMarkers",
     "assistant_spans",
     "labels_from_spans",
@@ -604,3 +605,72 @@ class FirstOf(LabelStrategy):
                 failures.append(f"{type(strategy).__name__}: {exc}")
         msg = "no label strategy applies: " + "; ".join(failures)
         raise LabelStrategyError(msg)
+
+
+@attrs.frozen
+class SkipEmptyThink(LabelStrategy):
+    """Another strategy's labels, minus an empty reasoning block that opens a turn.
+
+    Reasoning templates open every answer without reasoning with an empty
+    block: ``<think></think>`` (Kimi K2.5, Nemotron) or
+    ``<think>\\n\\n</think>\\n\\n`` (Qwen3 thinking). The generation prompt
+    supplies it at inference, so it is prompt, not answer, and is not trained.
+    A block with reasoning in it stays trained.
+
+    Args:
+        inner: The strategy whose labels are filtered.
+        open_token: Token that opens a reasoning block.
+        close_token: Token that closes it.
+        blank_after: Also leave the whitespace tokens right after the block
+            untrained, for templates that write them (Qwen3 writes ``\n\n``).
+            Off by default: after ``<think></think>`` whitespace is answer text.
+    """
+
+    inner: LabelStrategy
+    open_token: str = "<think>"
+    close_token: str = "</think>"
+    blank_after: bool = False
+
+    def build(
+        self, input_ids: torch.Tensor, conversations: Conversations, processor: Any
+    ) -> torch.Tensor:
+        labels = self.inner.build(input_ids, conversations, processor)
+        tokenizer = tokenizer_of(processor)
+        open_id = single_token_id(tokenizer, self.open_token)
+        close_id = single_token_id(tokenizer, self.close_token)
+        if open_id is None or close_id is None or input_ids.shape[1] < 2:
+            return labels
+        trained = labels != IGNORE_INDEX
+        run_starts = trained.clone()
+        run_starts[:, 1:] &= ~trained[:, :-1]
+        rows, columns = (run_starts & (input_ids == open_id)).nonzero(as_tuple=True)
+        for row, column in zip(rows.tolist(), columns.tolist(), strict=True):
+            ids = input_ids[row].tolist()
+            stop = _empty_block_end(ids, column, close_id, tokenizer, blank_after=self.blank_after)
+            if stop is not None:
+                labels[row, column:stop] = IGNORE_INDEX
+        return labels
+
+
+def _empty_block_end(
+    ids: list[int], start: int, close_id: int, tokenizer: Any, *, blank_after: bool
+) -> int | None:
+    """End of ``<think>`` + whitespace + ``</think>`` (+ whitespace) at ``start``, or None."""
+    position = start + 1
+    while position < len(ids) and ids[position] != close_id:
+        if not _is_blank(tokenizer, ids[position]):
+            return None  # reasoning text: the block is not empty
+        position += 1
+    if position >= len(ids):
+        return None
+    position += 1
+    while blank_after and position < len(ids) and _is_blank(tokenizer, ids[position]):
+        position += 1
+    return position
+
+
+def _is_blank(tokenizer: Any, token_id: int) -> bool:
+    added = getattr(tokenizer, "added_tokens_decoder", {}) or {}
+    if token_id in added:
+        return False
+    return tokenizer.decode([token_id]).strip() == ""

@@ -15,54 +15,23 @@ from .base import BaseCollator, CollateReport
 from .errors import ConfigurationError, MediaError
 from .images import is_remote, local_path
 from .labels import (
-    IGNORE_INDEX,
     DerivedTemplateMarker,
     FirstOf,
     ImStartMarker,
     LabelStrategy,
     LegacyBPEMatch,
-    tokenizer_of,
+    SkipEmptyThink,
 )
 from .media import MediaStrategy, iter_media_items
 from .registry import register_collator
 from .samples import Sample
 from .video import read_video
 
-__all__ = ["NemotronOmniCollator", "NemotronOmniMedia", "SkipEmptyThink", "merge_rows"]
+__all__ = ["NemotronOmniCollator", "NemotronOmniMedia", "merge_rows"]
 
 # Media entries of this family that the token-axis padding must never touch,
 # even when one happens to have the shape of input_ids.
 _MEDIA_ONLY = ("image_grid_hw", "image_flags", "input_features_mask", "sound_attention_mask")
-
-
-@attrs.frozen(kw_only=True)
-class SkipEmptyThink(LabelStrategy):
-    """Another strategy's labels, minus the empty ``<think></think>`` that opens a turn.
-
-    Nemotron's template writes ``<think></think>`` at the start of every
-    assistant turn that has no reasoning, and the generation prompt supplies
-    it at inference, so the model never has to produce it: like any injected
-    prefix it is not trained. A turn with real reasoning is trained whole.
-    """
-
-    inner: LabelStrategy
-    open_token: str = "<think>"
-    close_token: str = "</think>"
-
-    def build(self, input_ids: torch.Tensor, conversations: Any, processor: Any) -> torch.Tensor:
-        labels = self.inner.build(input_ids, conversations, processor)
-        vocabulary = tokenizer_of(processor).get_vocab()
-        open_id, close_id = vocabulary.get(self.open_token), vocabulary.get(self.close_token)
-        if open_id is None or close_id is None or input_ids.shape[1] < 2:
-            return labels
-        trained = labels != IGNORE_INDEX
-        first = trained & ~torch.nn.functional.pad(trained[:, :-1], (1, 0), value=False)
-        empty = torch.zeros_like(trained)
-        empty[:, :-1] = (
-            first[:, :-1] & (input_ids[:, :-1] == open_id) & (input_ids[:, 1:] == close_id)
-        )
-        empty[:, 1:] |= empty[:, :-1].clone()
-        return labels.masked_fill(empty, IGNORE_INDEX)
 
 
 def _omni_labels() -> LabelStrategy:

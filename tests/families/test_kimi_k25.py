@@ -14,10 +14,10 @@ from PIL import Image
 import vlm_collate as vc
 from vlm_collate.kimi_k25 import (
     KimiK25VLCollator,
-    UntrainedEmptyThink,
     expand_placeholders,
     tokens_per_image,
 )
+from vlm_collate.labels import SkipEmptyThink
 from vlm_collate.testing import build_processor, decoded_label_runs
 from vlm_collate.testing import strategies as vst
 
@@ -129,33 +129,33 @@ class _Fixed(vc.LabelStrategy):
         return self.labels.clone()
 
 
-class TestUntrainedEmptyThink:
+class TestSkipEmptyThink:
     def test_empty_block_heading_a_run_is_untrained(self, remote):
         """<think></think> at the head of a trained run is untrained; the answer stays trained."""
         think, close = token_id(remote, "<think>"), token_id(remote, "</think>")
         ids = [[1, think, close, 7, 8, 2]]
         inner = _Fixed([[IGNORE, think, close, 7, 8, IGNORE]])
-        labels = UntrainedEmptyThink(inner).build(torch.tensor(ids), [[]], remote)
+        labels = SkipEmptyThink(inner).build(torch.tensor(ids), [[]], remote)
         assert [[IGNORE, IGNORE, IGNORE, 7, 8, IGNORE]] == labels.tolist()
 
     def test_reasoning_block_stays_trained(self, remote):
         """<think>reasoning</think> is trained with the answer."""
         think, close = token_id(remote, "<think>"), token_id(remote, "</think>")
         trained = [think, 5, close, 7]
-        labels = UntrainedEmptyThink(_Fixed([trained])).build(torch.tensor([trained]), [[]], remote)
+        labels = SkipEmptyThink(_Fixed([trained])).build(torch.tensor([trained]), [[]], remote)
         assert [trained] == labels.tolist()
 
     def test_empty_block_inside_a_run_stays_trained(self, remote):
         """An empty block that does not open a run is left alone."""
         think, close = token_id(remote, "<think>"), token_id(remote, "</think>")
         trained = [7, think, close, 8]
-        labels = UntrainedEmptyThink(_Fixed([trained])).build(torch.tensor([trained]), [[]], remote)
+        labels = SkipEmptyThink(_Fixed([trained])).build(torch.tensor([trained]), [[]], remote)
         assert [trained] == labels.tolist()
 
     def test_without_think_tokens_labels_pass_through(self, mistral_processor):
         """A vocabulary without <think> tokens leaves the inner labels as they are."""
         labels = [[IGNORE, 3, 4]]
-        actual = UntrainedEmptyThink(_Fixed(labels)).build(
+        actual = SkipEmptyThink(_Fixed(labels)).build(
             torch.tensor([[1, 3, 4]]), [[]], mistral_processor
         )
         assert labels == actual.tolist()

@@ -18,8 +18,8 @@ from PIL import Image
 
 import vlm_collate as vc
 from vlm_collate.errors import ConfigurationError, MediaError, SpecialTokenError
-from vlm_collate.labels import IGNORE_INDEX, ImStartMarker
-from vlm_collate.nemotron_omni import NemotronOmniCollator, SkipEmptyThink, merge_rows
+from vlm_collate.labels import IGNORE_INDEX, ImStartMarker, SkipEmptyThink
+from vlm_collate.nemotron_omni import NemotronOmniCollator, merge_rows
 from vlm_collate.registry import registered
 from vlm_collate.testing import build_processor, decoded_label_runs
 
