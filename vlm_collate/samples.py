@@ -24,7 +24,6 @@ __all__ = [
     "MEDIA_TYPES",
     "Sample",
     "count_media",
-    "extract_media",
     "find_special_token",
     "iter_texts",
     "prepare_sample",
@@ -190,21 +189,6 @@ def find_special_token(
         if found:
             return position, found.group(0)
     return None
-
-
-def extract_media(conversations: Iterable[Sequence[Mapping[str, Any]]]) -> dict[str, list[Any]]:
-    """Collect media sources in conversation order, one list per modality present."""
-    media: dict[str, list[Any]] = {}
-    for conversation in conversations:
-        for message in conversation:
-            content = message.get("content")
-            if not isinstance(content, list):
-                continue
-            for item in content:
-                kind = item.get("type")
-                if kind in MEDIA_TYPES and item.get(kind) is not None:
-                    media.setdefault(kind, []).append(item[kind])
-    return media
 
 
 def count_media(conversation: Iterable[Mapping[str, Any]], kind: str) -> int:
