@@ -131,6 +131,13 @@ class TestPretokenize:
         assert expected["input_ids"].tolist() == actual["input_ids"].tolist()
         assert torch.equal(expected["pixel_values"], actual["pixel_values"])
 
+    def test_raise_policy_names_dataset_row(self, rows, qwen_processor):
+        """An error raised by a policy names the row of the dataset, not the batch of one."""
+        dataset = datasets.Dataset.from_list(rows[2:4], features=CONVERSATION_FEATURES)
+        collator = vc.Qwen25VLCollator(processor=qwen_processor)
+        with pytest.raises(vc.SpecialTokenError, match=r"^sample 1, message 0"):
+            pretokenize(dataset, collator)
+
     def test_two_processes_same_rows(self, rows, collator, stored):
         """num_proc=2 stores the same rows and reports the same drops as one process."""
         dataset = datasets.Dataset.from_list(rows, features=CONVERSATION_FEATURES)

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from .base import DroppedSample
-from .errors import BatchError, MissingDependencyError, SampleTypeError
+from .errors import BatchError, MissingDependencyError, SampleError, SampleTypeError
 from .media import PIXEL_KEYS
 from .pretokenized import CONCATENATED_KEYS, OPTIONAL_TOKEN_KEYS, REQUIRED_TOKEN_KEYS
 
@@ -118,6 +118,14 @@ def _row(collator: Any, example: Mapping[str, Any], index: int) -> dict[str, Any
     conversation = _conversation_of(example)
     try:
         sample = pretokenize_sample(collator, conversation)
+    except SampleError as error:
+        # The collator saw a batch of one; name the row of the dataset instead.
+        raise type(error)(
+            error.detail,
+            sample_index=index,
+            message_index=error.message_index,
+            item_index=error.item_index,
+        ) from error
     except BatchError:
         # A policy dropped the sample; run it once more to read why from the report.
         single = attrs.evolve(collator, shift_labels=False)
@@ -205,8 +213,9 @@ def pretokenize(
     Rows hold a ``"conversation"`` as the chat collators take it. Images may be
     PIL images (the ``datasets.Image`` feature), paths, or placeholders
     ``{"type": "image"}`` filled in order from an ``"images"`` column. Errors
-    raised by a policy set to ``"raise"`` propagate; samples dropped by a
-    policy set to ``"drop"`` are reported in ``result.dropped``.
+    raised by a policy set to ``"raise"`` propagate, naming the dataset row
+    (``"sample 41, message 1: ..."``); samples dropped by a policy set to
+    ``"drop"`` are reported in ``result.dropped``.
 
     Args:
         dataset: A ``datasets.Dataset``.
