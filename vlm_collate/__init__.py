@@ -47,7 +47,9 @@ from .media import MediaStrategy, PlainMedia, QwenVLUtilsMedia
 from .nemotron_omni import NemotronOmniCollator, NemotronOmniMedia
 from .nemotron_parse import NemotronParseCollator, PromptPrefixMask
 from .packed import NeatPackedCollator
+from .packing import PackResult, pack
 from .phi4mm import Phi4MMCollator, RoleTokenMarker
+from .pretokenize import PreTokenizedDataset, pretokenize
 from .pretokenized import PreTokenizedCollator, pretokenize_sample
 from .qwen import Qwen25VLCollator
 from .qwen_omni import Qwen3OmniCollator, QwenOmniUtilsMedia
@@ -85,11 +87,13 @@ __all__ = [
     "NemotronOmniMedia",
     "NemotronParseCollator",
     "OverlongError",
+    "PackResult",
     "PerSampleImagesMedia",
     "Phi4MMCollator",
     "PlainMedia",
     "PreExpandedImages",
     "PreTokenizedCollator",
+    "PreTokenizedDataset",
     "ProcessorError",
     "PromptPrefixMask",
     "Qwen25VLCollator",
@@ -109,6 +113,8 @@ __all__ = [
     "TurnMarkers",
     "VLMCollateError",
     "collator_for",
+    "pack",
+    "pretokenize",
     "pretokenize_sample",
     "register_collator",
 ]
