@@ -345,7 +345,16 @@ class TestBadMedia:
         error = collate_error(collator, [image_sample(Image.new("RGB", (0, 0)))], errors.MediaError)
         assert (0, 1, 0) == (error.sample_index, error.message_index, error.item_index)
 
-    @pytest.mark.parametrize("image", [7, {"bytes": b"\x89PNG"}, 2.5, b"\x89PNG"], ids=repr)
+    def test_corrupt_image_bytes_mapping(self, collator):
+        """A datasets-style {"bytes": ...} image with bytes that are no image is a MediaError."""
+        error = collate_error(
+            collator,
+            [good_sample(), image_sample({"bytes": b"\x89PNG", "path": None})],
+            errors.MediaError,
+        )
+        assert (1, 1, 0) == (error.sample_index, error.message_index, error.item_index)
+
+    @pytest.mark.parametrize("image", [7, {"pixels": [1, 2]}, 2.5, b"\x89PNG"], ids=repr)
     def test_image_of_wrong_type(self, collator, image):
         """An image given as an int, dict, float or bytes is a SampleTypeError naming the type."""
         error = collate_error(

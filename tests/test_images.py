@@ -446,3 +446,25 @@ class TestLastReportOnFailure:
             collator([{"conversation": [{"role": "user", "content": "no answer"}]}] * 2)
         assert 2 == collator.last_report.batch_size
         assert [0, 1] == [dropped.index for dropped in collator.last_report.dropped]
+
+
+class TestDatasetsForms:
+    def test_bytes_mapping_and_none_fields(self):
+        """Images as {"bytes", "path"} and items carrying None fields (Arrow rows) collate."""
+        import io
+
+        import vlm_collate as vc
+        from vlm_collate.testing import build_processor, decoded_label_runs
+
+        buffer = io.BytesIO()
+        Image.new("RGB", (56, 56), (255, 0, 0)).save(buffer, format="PNG")
+        processor = build_processor("qwen2_5_vl")
+        content = [
+            {"type": "image", "image": {"bytes": buffer.getvalue(), "path": None}, "text": None},
+            {"type": "text", "text": "Hi", "image": None},
+        ]
+        sample = {"conversation": [{"role": "user", "content": content}, {"role": "assistant", "content": "Yo"}]}
+        batch = vc.Qwen25VLCollator(processor=processor)([sample])
+        assert [1] == batch["n_images_per_sample"].tolist()
+        assert 1 == batch["image_grid_thw"].shape[0]
+        assert [["Yo<|im_end|>"]] == decoded_label_runs(batch["labels"], processor.tokenizer)

@@ -6,10 +6,12 @@ modified. Errors name the sample, message and item they came from.
 
 from __future__ import annotations
 
+import io
 import os
 import urllib.parse
 import urllib.request
 import warnings
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -51,7 +53,8 @@ def load_image(value: Any, *, max_pixels: int, location: dict[str, int | None]) 
 
     Args:
         value: A ``PIL.Image.Image``, a path (``str``/``PathLike``, ``file://``
-            allowed), a URL, a numpy array or a torch tensor.
+            allowed), a URL, a ``{"bytes", "path"}`` mapping as the datasets
+            library stores images, a numpy array or a torch tensor.
         max_pixels: Largest accepted ``width * height``.
         location: ``sample_index``/``message_index``/``item_index`` for errors.
     """
@@ -67,6 +70,11 @@ def load_image(value: Any, *, max_pixels: int, location: dict[str, int | None]) 
         if isinstance(value, str) and is_remote(value):
             return value
         return _open_path(local_path(value), max_pixels, location)
+    if isinstance(value, Mapping) and (value.get("bytes") or value.get("path")):
+        # The datasets library stores images as {"bytes": ..., "path": ...}.
+        if value.get("bytes"):
+            return _open_bytes(value["bytes"], max_pixels, location)
+        return _open_path(local_path(value["path"]), max_pixels, location)
     if isinstance(value, np.ndarray) or type(value).__name__ == "Tensor":
         return value
     msg = (
@@ -74,6 +82,27 @@ def load_image(value: Any, *, max_pixels: int, location: dict[str, int | None]) 
         f"(got {type(value).__name__})"
     )
     raise SampleTypeError(msg, **location)
+
+
+def _open_bytes(data: bytes, max_pixels: int, location: dict[str, int | None]) -> Image.Image:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            handle = Image.open(io.BytesIO(data))
+            _check_size(handle, max_pixels, "<image bytes>", location)
+            handle.load()
+        return to_rgb(handle)
+    except MediaError:
+        raise
+    except (
+        Image.DecompressionBombError,
+        UnidentifiedImageError,
+        OSError,
+        SyntaxError,
+        ValueError,
+    ) as exc:
+        msg = f"cannot read image bytes: {exc}"
+        raise MediaError(msg, **location) from exc
 
 
 def _open_path(path: Path, max_pixels: int, location: dict[str, int | None]) -> Image.Image:

@@ -113,7 +113,8 @@ def _copy_item(item: Any, sample: int, message: int, index: int, max_pixels: int
     if kind not in ITEM_TYPES:
         msg = f"item 'type' must be one of {', '.join(ITEM_TYPES)} (got {kind!r})"
         raise SampleError(msg, **location)
-    copied = dict(item)
+    # Arrow-backed datasets give every item every field; a None field is absent.
+    copied = {key: value for key, value in item.items() if value is not None}
     if kind == "text":
         text = item.get("text")
         if not isinstance(text, str):
