@@ -43,7 +43,7 @@ from .labels import IGNORE_INDEX, LabelStrategy, tokenizer_of
 from .media import MEDIA_KEYS, MediaStrategy, media_token_ids, vision_token_ids
 from .overlong import estimate_tokens
 from .padding import padded_length, padded_side, repad, shift_for_next_token, token_axis_keys
-from .samples import MEDIA_TYPES, Sample, find_special_token, prepare_sample
+from .samples import MEDIA_TYPES, Sample, find_special_token, prepare_sample, require_batch
 from .template import render
 
 __all__ = ["BaseCollator", "CollateReport", "DroppedSample", "SampleWarning"]
@@ -270,12 +270,7 @@ class BaseCollator:
 
     def filter(self, examples: Sequence[Mapping[str, Any]], report: CollateReport) -> list[Sample]:
         """Validate and copy every example; apply the text and estimated-length policies."""
-        if isinstance(examples, (str, bytes, Mapping)) or not isinstance(examples, Sequence):
-            msg = f"expected a list of samples (got {type(examples).__name__})."
-            raise BatchError(msg)
-        if not examples:
-            msg = "the batch is empty (got 0 samples)."
-            raise BatchError(msg)
+        require_batch(examples, "samples")
         report.batch_size = len(examples)
         samples = [
             prepare_sample(example, index, max_image_pixels=self.max_image_pixels)

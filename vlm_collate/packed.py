@@ -20,6 +20,7 @@ from .errors import BatchError, OverlongError, SampleError, SampleTypeError
 from .labels import IGNORE_INDEX
 from .media import PIXEL_KEYS
 from .pretokenized import CONCATENATED_KEYS, _media_value, _token_tensor, merge_media
+from .samples import require_batch
 
 __all__ = ["NeatPackedCollator", "block_causal_mask"]
 
@@ -93,12 +94,7 @@ class NeatPackedCollator:
 
     def __call__(self, packs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         """Collate ``packs`` into a batch of tensors."""
-        if isinstance(packs, (str, bytes, Mapping)) or not isinstance(packs, Sequence):
-            msg = f"expected a list of packs (got {type(packs).__name__})."
-            raise BatchError(msg)
-        if not packs:
-            msg = "the batch is empty (got 0 packs)."
-            raise BatchError(msg)
+        require_batch(packs, "packs")
         rows = [self._read(pack, index) for index, pack in enumerate(packs)]
         longest = max(row["input_ids"].shape[0] for row in rows)
         length = longest if self.max_length is None else self.max_length

@@ -40,6 +40,7 @@ from .errors import (
 from .labels import IGNORE_INDEX, tokenizer_of
 from .media import MEDIA_KEYS, PIXEL_KEYS, media_token_ids
 from .padding import padded_length, padded_side, repad, shift_for_next_token, token_axis_keys
+from .samples import require_batch
 
 __all__ = ["PreTokenizedCollator", "merge_media", "pretokenize_sample"]
 
@@ -235,12 +236,7 @@ class PreTokenizedCollator:
 
     def __call__(self, examples: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         """Collate pre-tokenized ``examples`` into a batch of tensors."""
-        if isinstance(examples, (str, bytes, Mapping)) or not isinstance(examples, Sequence):
-            msg = f"expected a list of samples (got {type(examples).__name__})."
-            raise BatchError(msg)
-        if not examples:
-            msg = "the batch is empty (got 0 samples)."
-            raise BatchError(msg)
+        require_batch(examples, "samples")
         report = self.last_report = CollateReport(batch_size=len(examples))
         rows = [read_row(example, index) for index, example in enumerate(examples)]
         rows = [row for row in (self._fit(row, report) for row in rows) if row is not None]

@@ -17,7 +17,7 @@ from typing import Any
 
 import attrs
 
-from .errors import MediaError, SampleError, SampleTypeError
+from .errors import BatchError, MediaError, SampleError, SampleTypeError
 from .images import is_remote, load_image, local_path
 
 __all__ = [
@@ -27,6 +27,7 @@ __all__ = [
     "find_special_token",
     "iter_texts",
     "prepare_sample",
+    "require_batch",
 ]
 
 MEDIA_TYPES = ("image", "video", "audio")
@@ -48,6 +49,16 @@ class Sample:
     index: int
     conversation: list[dict[str, Any]]
     example: Mapping[str, Any] = attrs.field(repr=False)
+
+
+def require_batch(examples: Any, noun: str = "samples") -> None:
+    """Raise :class:`BatchError` unless ``examples`` is a non-empty list-like batch."""
+    if isinstance(examples, (str, bytes, Mapping)) or not isinstance(examples, Sequence):
+        msg = f"expected a list of {noun} (got {type(examples).__name__})."
+        raise BatchError(msg)
+    if not examples:
+        msg = f"the batch is empty (got 0 {noun})."
+        raise BatchError(msg)
 
 
 def prepare_sample(example: Any, index: int, *, max_image_pixels: int) -> Sample:
