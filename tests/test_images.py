@@ -423,9 +423,9 @@ class TestFileUrls:
         from vlm_collate.images import local_path
 
         target = tmp_path / "a b.png"
-        assert target == local_path(f"file://{str(tmp_path)}/a%20b.png")
-        assert target == local_path(f"file://localhost{str(tmp_path)}/a%20b.png")
-        assert target == local_path(f"FILE://{str(tmp_path)}/a%20b.png")
+        assert target == local_path(f"file://{tmp_path!s}/a%20b.png")
+        assert target == local_path(f"file://localhost{tmp_path!s}/a%20b.png")
+        assert target == local_path(f"FILE://{tmp_path!s}/a%20b.png")
 
     def test_remote_detection_ignores_case(self):
         """HTTP(S) URLs in any case are left to the processor."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import av
 import numpy as np
 import pytest
@@ -68,7 +70,7 @@ class TestReadVideo:
         assert (8, 48, 64, 3) == decoded.frames.shape
         assert 4.0 == decoded.source_fps
         means = decoded.frames.reshape(8, -1).mean(axis=1)
-        assert all(later > earlier for earlier, later in zip(means, means[1:]))
+        assert all(later > earlier for earlier, later in itertools.pairwise(means))
 
     def test_not_a_video_is_a_media_error(self, tmp_path):
         """A file that is not a video raises MediaError naming it."""

@@ -11,6 +11,7 @@ import functools
 import pickle
 
 import torch
+from chat_helpers import chatml_run_matches
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -50,15 +51,8 @@ def assistant_texts(conversation) -> list[str]:
 
 
 def qwen_run_matches(run: str, text: str) -> bool:
-    """Byte-level BPE: the run is the text plus <|im_end|>.
-
-    An answer that starts with whitespace may merge with the template's
-    newline into one token (the pre-tokenizer joins whitespace runs that end
-    in a newline), which is then trained: the run carries that one newline
-    in front, and nothing else.
-    """
-    expected = text + "<|im_end|>"
-    return run == expected or (text[:1].isspace() and run == "\n" + expected)
+    """Byte-level BPE: the run is the text plus <|im_end|> (see chatml_run_matches)."""
+    return chatml_run_matches(run, text + "<|im_end|>")
 
 
 def mistral_run_matches(run: str, text: str) -> bool:
@@ -72,7 +66,7 @@ def assert_runs_match(batch, samples, kept, tokenizer, matches):
         texts = assistant_texts(samples[index]["conversation"])
         runs = decoded[row]
         assert len(texts) == len(runs), (texts, runs)
-        for run, text in zip(runs, texts):
+        for run, text in zip(runs, texts, strict=True):
             assert matches(run, text), (run, text)
 
 

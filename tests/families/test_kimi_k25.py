@@ -7,6 +7,7 @@ import pickle
 
 import pytest
 import torch
+from chat_helpers import image_sample, text_sample
 from hypothesis import given
 from hypothesis import strategies as st
 from PIL import Image
@@ -46,25 +47,6 @@ def picture(width: int, height: int, color: str = "red") -> Image.Image:
 def merged_patches(width: int, height: int) -> int:
     """Tokens of an image within the test budget: 28 px merge windows after padding."""
     return math.ceil(width / 28) * math.ceil(height / 28)
-
-
-def image_sample(answer: str = "A red box.", *images: Image.Image, prompt: str = "What?") -> dict:
-    content = [{"type": "image", "image": image} for image in images]
-    return {
-        "conversation": [
-            {"role": "user", "content": [*content, {"type": "text", "text": prompt}]},
-            {"role": "assistant", "content": answer},
-        ]
-    }
-
-
-def text_sample(answer: str = "Hello.", prompt: str = "Hi") -> dict:
-    return {
-        "conversation": [
-            {"role": "user", "content": prompt},
-            {"role": "assistant", "content": answer},
-        ]
-    }
 
 
 def token_id(processor, token: str) -> int:

@@ -7,6 +7,7 @@ import pickle
 
 import pytest
 import torch
+from chat_helpers import image_sample, text_sample
 from hypothesis import given
 from PIL import Image
 
@@ -39,25 +40,6 @@ def merged_patches(width: int, height: int) -> int:
 def patch_grid(width: int, height: int) -> list[int]:
     """(rows, columns) of 14 px patches once the image is padded to 28 px windows."""
     return [2 * math.ceil(height / 28), 2 * math.ceil(width / 28)]
-
-
-def image_sample(answer: str = "A red box.", *images: Image.Image, prompt: str = "What?") -> dict:
-    content = [{"type": "image", "image": image} for image in images]
-    return {
-        "conversation": [
-            {"role": "user", "content": [*content, {"type": "text", "text": prompt}]},
-            {"role": "assistant", "content": answer},
-        ]
-    }
-
-
-def text_sample(answer: str = "Hello.", prompt: str = "Hi") -> dict:
-    return {
-        "conversation": [
-            {"role": "user", "content": prompt},
-            {"role": "assistant", "content": answer},
-        ]
-    }
 
 
 class TestKimiVLTemplate:
