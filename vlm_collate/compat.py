@@ -127,15 +127,23 @@ def default_collate_fn(
     samples are truncated (never through media tokens), or dropped by estimate
     first when ``drop_overlong`` is set.
     """
-    options: dict[str, Any] = {"post_tokenize": _post_tokenize_hook}
+    options = _seed_length_options(max_length, drop_overlong)
     if max_length is not None:
-        options.update(
-            max_length=max_length,
-            padding="max_length",
-            drop_overlong=drop_overlong,
-            overlong="drop" if drop_overlong else "truncate",
-        )
-    return _cached(_HookedDefaultCollator, processor, **options)(examples)
+        options["padding"] = "max_length"
+    return _cached(_HookedDefaultCollator, processor, post_tokenize=_post_tokenize_hook, **options)(
+        examples
+    )
+
+
+def _seed_length_options(max_length: int | None, drop_overlong: bool) -> dict[str, Any]:
+    """The seed's length rule: cut long samples at ``max_length``, or drop them by estimate."""
+    if max_length is None:
+        return {}
+    return {
+        "max_length": max_length,
+        "drop_overlong": drop_overlong,
+        "overlong": "drop" if drop_overlong else "truncate",
+    }
 
 
 def qwen2_5_collate_fn(
@@ -171,13 +179,7 @@ def kimi_k25_vl_collate_fn(
     As in the seed, long samples are truncated (an image cut off becomes
     padding) unless ``drop_overlong`` drops them.
     """
-    options: dict[str, Any] = {}
-    if max_length is not None:
-        options.update(
-            max_length=max_length,
-            drop_overlong=drop_overlong,
-            overlong="drop" if drop_overlong else "truncate",
-        )
+    options = _seed_length_options(max_length, drop_overlong)
     return _cached(KimiK25VLCollator, processor, **options)(examples)
 
 
