@@ -43,6 +43,7 @@ from .labels import IGNORE_INDEX, LabelStrategy, tokenizer_of
 from .media import MEDIA_KEYS, MediaStrategy, media_token_ids, vision_token_ids
 from .overlong import estimate_tokens
 from .padding import padded_length, padded_side, repad, shift_for_next_token, token_axis_keys
+from .policy import LabelPolicy, ReasoningMarkers
 from .samples import MEDIA_TYPES, Sample, find_special_token, prepare_sample, require_batch
 from .template import render
 
@@ -169,12 +170,17 @@ class BaseCollator:
             cannot take (see :meth:`supported_media`): ``"raise"`` or ``"drop"``.
         max_image_pixels: Largest accepted image area (decompression-bomb guard).
         processor_kwargs: Extra keyword arguments for the processor call.
-        label_strategy: Decides which tokens are trained.
+        label_strategy: Finds the assistant turns (which tokens are trained).
+        label_policy: Chooses which of the turns are trained, their end-of-turn
+            tokens, reasoning blocks and loss weights (a :class:`LabelPolicy`
+            or a mapping of its options). The default trains every assistant
+            turn, as the seed does.
         media_strategy: Gathers and finishes media.
     """
 
     default_pixel_dtype: ClassVar[torch.dtype | None] = None
     processor_defaults: ClassVar[Mapping[str, Any]] = {}
+    reasoning_markers: ClassVar[ReasoningMarkers] = ReasoningMarkers()
 
     processor: Any
     max_length: int | None = attrs.field(default=None, validator=_positive_or_none)
@@ -205,6 +211,7 @@ class BaseCollator:
     )
     processor_kwargs: Mapping[str, Any] = attrs.field(factory=dict, converter=dict)
     label_strategy: LabelStrategy | None = None
+    label_policy: LabelPolicy = attrs.field(factory=LabelPolicy, converter=LabelPolicy.coerce)
     media_strategy: MediaStrategy | None = None
 
     last_report: CollateReport | None = attrs.field(init=False, default=None, eq=False, repr=False)
@@ -322,15 +329,34 @@ class BaseCollator:
         return batch
 
     def labels(self, batch: dict[str, Any], samples: Sequence[Sample]) -> torch.Tensor:
-        """Build labels; padding and media placeholders are never trained."""
+        """Build labels; padding and media placeholders are never trained.
+
+        The label strategy finds the turns, the label policy chooses among
+        them. When the policy asks for loss weights, this step also puts
+        ``batch["loss_weights"]`` in the batch (0 wherever labels are ignored).
+        """
         input_ids = batch["input_ids"]
         conversations = [sample.conversation for sample in samples]
         labels = self.label_strategy.build(input_ids, conversations, self.processor)
+        policy = self.label_policy
+        weights = None
+        if policy.loss_weights or policy.needs_turns(conversations):
+            labels, weights = policy.apply(
+                labels,
+                input_ids,
+                conversations,
+                [sample.index for sample in samples],
+                self.processor,
+                reasoning_markers=self.reasoning_markers,
+            )
         untrained = self._attention_mask(batch) == 0
         media_ids = self._media_token_tensor()
         if media_ids.numel():
             untrained |= torch.isin(input_ids, media_ids)
-        return labels.masked_fill(untrained, IGNORE_INDEX)
+        labels = labels.masked_fill(untrained, IGNORE_INDEX)
+        if weights is not None:
+            batch["loss_weights"] = weights.masked_fill(labels == IGNORE_INDEX, 0.0)
+        return labels
 
     def check(
         self, batch: dict[str, Any], samples: Sequence[Sample], report: CollateReport
@@ -498,7 +524,7 @@ class BaseCollator:
             return pad_id if isinstance(pad_id, int) else 0
         if key == "labels":
             return IGNORE_INDEX
-        return 0
+        return 0  # attention masks, token types and loss weights
 
     def _unsupported_media_problem(
         self, sample: Sample, supported: frozenset[str]
@@ -584,7 +610,8 @@ class BaseCollator:
 
     def _empty_labels_problem(self, sample: Sample, report: CollateReport) -> DroppedSample | None:
         detail = (
-            "no token would be trained: the sample has no assistant turn, or max_length cut it off"
+            "no token would be trained: the sample has no assistant turn, the label policy "
+            "selects none of its turns, or max_length cut it off"
         )
         if self.empty_labels == "raise":
             raise EmptyLabelsError(

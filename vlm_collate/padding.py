@@ -8,6 +8,7 @@ from typing import Any, Literal
 import torch
 
 __all__ = [
+    "TARGET_KEYS",
     "padded_length",
     "padded_side",
     "repad",
@@ -93,11 +94,14 @@ def repad(
     return out
 
 
+TARGET_KEYS = frozenset({"labels", "loss_weights"})
+
+
 def shift_for_next_token(batch: dict[str, Any], keys: Sequence[str]) -> dict[str, Any]:
-    """Pre-shift a batch: ``labels[:, 1:]`` and every other token-axis key ``[:, :-1]``.
+    """Pre-shift a batch: targets (``labels``, ``loss_weights``) ``[:, 1:]``, the rest ``[:, :-1]``.
 
     Afterwards ``labels[:, t]`` is the target for ``input_ids[:, t]``.
     """
     for key in keys:
-        batch[key] = batch[key][:, 1:] if key == "labels" else batch[key][:, :-1]
+        batch[key] = batch[key][:, 1:] if key in TARGET_KEYS else batch[key][:, :-1]
     return batch

@@ -10,6 +10,7 @@ normalised *copy* of the conversation; the caller's data is never modified.
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -99,6 +100,7 @@ def _copy_message(message: Any, sample: int, position: int, max_pixels: int) -> 
         got = "no 'role' key" if "role" not in message else f"{role!r}"
         msg = f"a message needs a non-empty string 'role' (got {got})"
         raise SampleError(msg, sample_index=sample, message_index=position)
+    _check_label_keys(message, sample, position)
     copied = dict(message)
     content = message.get("content")
     if isinstance(content, str):
@@ -113,6 +115,23 @@ def _copy_message(message: Any, sample: int, position: int, max_pixels: int) -> 
         for item_index, item in enumerate(content)
     ]
     return copied
+
+
+def _check_label_keys(message: Mapping[str, Any], sample: int, position: int) -> None:
+    """The per-message label keys: ``"train"`` is a bool, ``"weight"`` a finite number >= 0."""
+    location = {"sample_index": sample, "message_index": position}
+    train = message.get("train")
+    if "train" in message and not isinstance(train, bool):
+        msg = f"'train' must be True or False (got {train!r})"
+        raise SampleTypeError(msg, **location)
+    if "weight" in message:
+        weight = message["weight"]
+        if isinstance(weight, bool) or not isinstance(weight, (int, float)):
+            msg = f"'weight' must be a number (got {weight!r})"
+            raise SampleTypeError(msg, **location)
+        if not math.isfinite(weight) or weight < 0:
+            msg = f"'weight' must be a finite number >= 0 (got {weight!r})"
+            raise SampleError(msg, **location)
 
 
 def _copy_item(item: Any, sample: int, message: int, index: int, max_pixels: int) -> dict[str, Any]:
