@@ -1,0 +1,510 @@
+"""LabelPolicy: which turns are trained, their end tokens, reasoning and loss weights.
+
+Every expectation is computed here from the generated inputs (the assistant
+texts, flags and weights that went in, and the policy), by a small oracle that
+shares no code with :mod:`vlm_collate.policy`; the collator's decoded labelled
+runs must equal what the oracle selects, in order.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import pytest
+import torch
+from chat_helpers import chatml_run_matches, text_sample
+from hypothesis import given
+from hypothesis import strategies as st
+
+import vlm_collate as vc
+from vlm_collate.errors import BatchError, ConfigurationError, SampleError, SampleTypeError
+from vlm_collate.labels import IGNORE_INDEX
+from vlm_collate.media import media_token_ids
+from vlm_collate.policy import LabelPolicy, ReasoningMarkers
+from vlm_collate.testing import build_processor, decoded_label_runs, label_runs
+from vlm_collate.testing.strategies import answer_texts, examples, prompt_texts
+
+
+@functools.cache
+def processor(family: str):
+    return build_processor(family)
+
+
+def text_of(message) -> str:
+    content = message["content"]
+    if isinstance(content, str):
+        return content
+    return "".join(item["text"] for item in content if item["type"] == "text")
+
+
+def every_other(sample_index, turn_index, message):
+    """A user callable: trains turns whose index has the parity of the sample's index."""
+    return (sample_index + turn_index) % 2 == 0
+
+
+TURN_CHOICES = ("all", "last", 1, 2, every_other)
+
+
+def expected_turns(sample_index, conversation, *, turns, end_of_turn):
+    """The oracle: ``[(assistant text, weight, with end token)]`` the policy selects, in order."""
+    assistant = [m for m in conversation if m["role"] == "assistant"]
+    picked = []
+    for position, message in enumerate(assistant):
+        if turns == "all":
+            selected = True
+        elif turns == "last":
+            selected = position == len(assistant) - 1
+        elif isinstance(turns, int):
+            selected = position < turns
+        else:
+            selected = turns(sample_index, position, message)
+        if "train" in message:
+            selected = message["train"]
+        weight = message.get("weight", 1.0)
+        if selected and weight != 0:
+            picked.append([text_of(message), float(weight), True])
+    if end_of_turn == "never":
+        for turn in picked:
+            turn[2] = False
+    elif end_of_turn == "last":
+        for turn in picked[:-1]:
+            turn[2] = False
+    return picked
+
+
+@st.composite
+def flagged(draw, batches):
+    """Samples whose assistant messages may carry "train" flags and "weight" keys."""
+    samples = draw(batches)
+    for sample in samples:
+        for message in sample["conversation"]:
+            if message["role"] != "assistant":
+                continue
+            choice = draw(st.integers(0, 5))
+            if choice == 0:
+                message["train"] = False
+            elif choice == 1:
+                message["train"] = True
+            elif choice == 2:
+                message["weight"] = draw(st.sampled_from([0.0, 0.25, 0.5, 2.0]))
+    return samples
+
+
+def qwen_matches(run: str, text: str, with_end: bool) -> bool:
+    return chatml_run_matches(run, text + ("<|im_end|>" if with_end else ""))
+
+
+def mistral_matches(run: str, text: str, with_end: bool) -> bool:
+    """The Mistral template trims the answer and writes ' ' before it and </s> after."""
+    return run.lstrip(" ") == text.strip() + ("</s>" if with_end else "")
+
+
+def decodes_to_nothing(text: str, with_end: bool, family: str) -> bool:
+    if with_end:
+        return False
+    return text.strip() == "" if family == "llava_next_mistral" else text == ""
+
+
+def check_batch(collator, samples, family, matches, *, turns, end_of_turn):
+    """Collate, then compare every kept row's runs (and weights) with the oracle."""
+    expected = {
+        index: [
+            turn
+            for turn in expected_turns(
+                index, sample["conversation"], turns=turns, end_of_turn=end_of_turn
+            )
+            if not decodes_to_nothing(turn[0], turn[2], family)
+        ]
+        for index, sample in enumerate(samples)
+    }
+    if not any(expected.values()):
+        with pytest.raises(BatchError):
+            collator(samples)
+        return
+    batch = collator(samples)
+    report = collator.last_report
+    assert sorted(index for index, turns in expected.items() if turns) == report.kept
+    tokenizer = collator.tokenizer
+    decoded = decoded_label_runs(batch["labels"], tokenizer)
+    for row, index in enumerate(report.kept):
+        want = expected[index]
+        assert len(want) == len(decoded[row]), (want, decoded[row])
+        for run, (text, _, with_end) in zip(decoded[row], want, strict=True):
+            assert matches(run, text, with_end), (run, text, with_end)
+    if "loss_weights" in batch:
+        weights, labels = batch["loss_weights"], batch["labels"]
+        assert weights.dtype == torch.float32
+        assert labels.shape == weights.shape
+        assert torch.equal(weights == 0, labels == IGNORE_INDEX)
+        for row, index in enumerate(report.kept):
+            trained = (labels[row] != IGNORE_INDEX).tolist()
+            runs, current, previous = [], [], False
+            for value, on in zip(weights[row].tolist(), trained, strict=True):
+                if on:
+                    current.append(value)
+                elif previous:
+                    runs.append(current)
+                    current = []
+                previous = on
+            if current:
+                runs.append(current)
+            assert [
+                [w] * len(run) for run, (_, w, _) in zip(runs, expected[index], strict=True)
+            ] == runs
+
+
+qwen_flagged = flagged(examples(max_size=3, roles=("user", "tool")))
+mistral_flagged = flagged(examples(max_size=3, with_system=False, allow_empty_answers=False))
+legacy_flagged = flagged(examples(max_size=2, with_images=False, leading_newline=False))
+
+
+class TestTurnSelection:
+    @given(
+        samples=qwen_flagged,
+        turns=st.sampled_from(TURN_CHOICES),
+        end_of_turn=st.sampled_from(["always", "never", "last"]),
+        weights=st.booleans(),
+    )
+    def test_qwen_runs_equal_selected_texts(self, samples, turns, end_of_turn, weights):
+        """Qwen2 vocabulary: runs are the selected assistant texts (end token per policy), in order."""
+        policy = LabelPolicy(turns=turns, end_of_turn=end_of_turn, loss_weights=weights)
+        collator = vc.Qwen25VLCollator(
+            processor=processor("qwen2_5_vl"), label_policy=policy, empty_labels="drop"
+        )
+        check_batch(
+            collator, samples, "qwen2_5_vl", qwen_matches, turns=turns, end_of_turn=end_of_turn
+        )
+
+    @given(
+        samples=mistral_flagged,
+        turns=st.sampled_from(TURN_CHOICES),
+        end_of_turn=st.sampled_from(["always", "never", "last"]),
+    )
+    def test_mistral_runs_equal_selected_texts(self, samples, turns, end_of_turn):
+        """Mistral SentencePiece ([/INST] marker derived from the template): the same property."""
+        policy = LabelPolicy(turns=turns, end_of_turn=end_of_turn, loss_weights=True)
+        collator = vc.DefaultCollator(
+            processor=processor("llava_next_mistral"), label_policy=policy, empty_labels="drop"
+        )
+        check_batch(
+            collator,
+            samples,
+            "llava_next_mistral",
+            mistral_matches,
+            turns=turns,
+            end_of_turn=end_of_turn,
+        )
+
+    @given(
+        samples=legacy_flagged,
+        turns=st.sampled_from(TURN_CHOICES),
+        end_of_turn=st.sampled_from(["always", "never", "last"]),
+        strategy=st.sampled_from(["im_start", "derived", "legacy", "first_of"]),
+    )
+    def test_every_strategy_and_first_of(self, samples, turns, end_of_turn, strategy):
+        """ImStartMarker, DerivedTemplateMarker, LegacyBPEMatch and FirstOf all obey the policy."""
+        strategies = {
+            "im_start": vc.ImStartMarker(),
+            "derived": vc.DerivedTemplateMarker(),
+            "legacy": vc.LegacyBPEMatch(),
+            "first_of": vc.FirstOf(vc.ImStartMarker(), vc.DerivedTemplateMarker()),
+        }
+        collator = vc.Qwen25VLCollator(
+            processor=processor("qwen2_5_vl"),
+            label_strategy=strategies[strategy],
+            label_policy=LabelPolicy(turns=turns, end_of_turn=end_of_turn, loss_weights=True),
+            empty_labels="drop",
+        )
+        check_batch(
+            collator, samples, "qwen2_5_vl", qwen_matches, turns=turns, end_of_turn=end_of_turn
+        )
+
+    @given(
+        samples=flagged(examples(max_size=3)),
+        turns=st.sampled_from(TURN_CHOICES),
+        end_of_turn=st.sampled_from(["always", "never", "last"]),
+        left=st.booleans(),
+    )
+    def test_never_labels_padding_or_media(self, samples, turns, end_of_turn, left):
+        """Under any policy, no label sits on padding or on a media placeholder."""
+        proc = processor("qwen2_5_vl")
+        collator = vc.Qwen25VLCollator(
+            processor=proc,
+            label_policy=LabelPolicy(turns=turns, end_of_turn=end_of_turn, loss_weights=True),
+            empty_labels="warn",
+            padding_side="left" if left else "right",
+            shift_labels=False,
+        )
+        batch = collator(samples)
+        trained = batch["labels"] != IGNORE_INDEX
+        assert not bool((trained & (batch["attention_mask"] == 0)).any())
+        media = torch.tensor(sorted(media_token_ids(proc)))
+        assert not bool((trained & torch.isin(batch["input_ids"], media)).any())
+        assert not bool(((batch["loss_weights"] != 0) & ~trained).any())
+
+
+CONVERSATION = [
+    {"role": "user", "content": "Question one"},
+    {"role": "assistant", "content": "Answer one."},
+    {"role": "user", "content": "Question two"},
+    {"role": "assistant", "content": "Answer two."},
+    {"role": "user", "content": "Question three"},
+    {"role": "assistant", "content": "Answer three."},
+]
+
+
+class TestTurnSelectionExamples:
+    def runs(self, **policy):
+        proc = processor("qwen2_5_vl")
+        collator = vc.Qwen25VLCollator(processor=proc, label_policy=LabelPolicy(**policy))
+        return decoded_label_runs(
+            collator([{"conversation": CONVERSATION}])["labels"], proc.tokenizer
+        )[0]
+
+    def test_default_trains_every_turn(self):
+        """The default policy trains every assistant turn with its end token, as the seed does."""
+        assert [
+            "Answer one.<|im_end|>",
+            "Answer two.<|im_end|>",
+            "Answer three.<|im_end|>",
+        ] == self.runs()
+
+    def test_last_turn_only(self):
+        """turns='last' trains the final answer only."""
+        assert ["Answer three.<|im_end|>"] == self.runs(turns="last")
+
+    def test_first_two_turns(self):
+        """turns=2 trains the first two answers."""
+        assert ["Answer one.<|im_end|>", "Answer two.<|im_end|>"] == self.runs(turns=2)
+
+    def test_callable_sees_sample_turn_and_message(self):
+        """The callable gets the caller's sample index, the turn index and the message."""
+        seen = []
+
+        def choose(sample_index, turn_index, message):
+            seen.append((sample_index, turn_index, message["content"]))
+            return message["content"] == "Answer two."
+
+        assert ["Answer two.<|im_end|>"] == self.runs(turns=choose)
+        assert [(0, 0, "Answer one."), (0, 1, "Answer two."), (0, 2, "Answer three.")] == seen
+
+    def test_end_of_turn_never_and_last(self):
+        """end_of_turn='never' drops every <|im_end|>; 'last' keeps only the last trained one."""
+        assert ["Answer one.", "Answer two.", "Answer three."] == self.runs(end_of_turn="never")
+        assert ["Answer one.", "Answer two.<|im_end|>"] == self.runs(turns=2, end_of_turn="last")
+
+    def test_roles_accepts_a_comma_separated_string(self):
+        """roles='assistant' as a string equals the default set."""
+        assert frozenset({"assistant"}) == LabelPolicy(roles="assistant").roles
+        assert frozenset({"assistant", "tool"}) == LabelPolicy(roles="assistant, tool").roles
+
+
+class TestMessageKeys:
+    def test_train_false_and_true_override_the_policy(self):
+        """'train': False drops a turn under 'all'; 'train': True adds one under 'last'."""
+        proc = processor("qwen2_5_vl")
+        sample = {
+            "conversation": [
+                {"role": "user", "content": "Q1"},
+                {"role": "assistant", "content": "Kept by flag.", "train": True},
+                {"role": "user", "content": "Q2"},
+                {"role": "assistant", "content": "Dropped by flag.", "train": False},
+                {"role": "user", "content": "Q3"},
+                {"role": "assistant", "content": "Last one."},
+            ]
+        }
+        for turns, want in (
+            ("all", ["Kept by flag.<|im_end|>", "Last one.<|im_end|>"]),
+            ("last", ["Kept by flag.<|im_end|>", "Last one.<|im_end|>"]),
+        ):
+            collator = vc.Qwen25VLCollator(processor=proc, label_policy=LabelPolicy(turns=turns))
+            assert [want] == decoded_label_runs(collator([sample])["labels"], proc.tokenizer)
+
+    def test_flags_work_with_the_default_policy(self):
+        """A 'train': False flag is honoured even when the collator uses the default policy."""
+        proc = processor("qwen2_5_vl")
+        sample = text_sample("Not this one.")
+        sample["conversation"][1]["train"] = False
+        sample["conversation"] += [
+            {"role": "user", "content": "Again"},
+            {"role": "assistant", "content": "This one."},
+        ]
+        batch = vc.Qwen25VLCollator(processor=proc)([sample])
+        assert [["This one.<|im_end|>"]] == decoded_label_runs(batch["labels"], proc.tokenizer)
+
+    def test_weights_are_placed_per_turn_and_shifted_like_labels(self):
+        """Message weights land on their turn's tokens; weights shift and pad exactly like labels."""
+        proc = processor("qwen2_5_vl")
+        samples = [
+            {
+                "conversation": [
+                    {"role": "user", "content": "Q1"},
+                    {"role": "assistant", "content": "Half.", "weight": 0.5},
+                    {"role": "user", "content": "Q2"},
+                    {"role": "assistant", "content": "Double weight.", "weight": 2},
+                ]
+            },
+            text_sample("Plain."),
+        ]
+        for shift in (True, False):
+            collator = vc.Qwen25VLCollator(
+                processor=proc, label_policy={"loss_weights": True}, shift_labels=shift
+            )
+            batch = collator(samples)
+            weights, labels = batch["loss_weights"], batch["labels"]
+            runs = label_runs(labels)
+            values = [
+                sorted(set(weights[row][labels[row] != IGNORE_INDEX].tolist())) for row in range(2)
+            ]
+            assert 2 == len(runs[0])
+            assert [[0.5, 2.0], [1.0]] == values
+            first_run = len(runs[0][0])
+            row_weights = weights[0][labels[0] != IGNORE_INDEX].tolist()
+            assert [0.5] * first_run + [2.0] * len(runs[0][1]) == row_weights
+            assert torch.equal(weights == 0, labels == IGNORE_INDEX)
+
+    def test_weight_zero_means_untrained(self):
+        """A weight of 0 leaves the turn untrained, so weights stay non-zero exactly on labels."""
+        proc = processor("qwen2_5_vl")
+        sample = {
+            "conversation": [
+                {"role": "user", "content": "Q1"},
+                {"role": "assistant", "content": "Zero.", "weight": 0},
+                {"role": "user", "content": "Q2"},
+                {"role": "assistant", "content": "One."},
+            ]
+        }
+        collator = vc.Qwen25VLCollator(processor=proc, label_policy={"loss_weights": True})
+        assert [["One.<|im_end|>"]] == decoded_label_runs(
+            collator([sample])["labels"], proc.tokenizer
+        )
+
+    def test_weight_callable(self):
+        """A weight callable sets turn weights where messages carry none."""
+        proc = processor("qwen2_5_vl")
+        sample = {
+            "conversation": [
+                {"role": "user", "content": "Q1"},
+                {"role": "assistant", "content": "A1."},
+                {"role": "user", "content": "Q2"},
+                {"role": "assistant", "content": "A2.", "weight": 3.0},
+            ]
+        }
+        policy = LabelPolicy(loss_weights=True, weight=lambda s, t, m: 0.1 * (t + 1))
+        batch = vc.Qwen25VLCollator(processor=proc, label_policy=policy, shift_labels=False)(
+            [sample]
+        )
+        trained = batch["labels"][0] != IGNORE_INDEX
+        values = batch["loss_weights"][0][trained].tolist()
+        first = len(label_runs(batch["labels"])[0][0])
+        assert pytest.approx([0.1] * first + [3.0] * (len(values) - first)) == values
+
+    def test_no_weights_unless_asked(self):
+        """loss_weights appears only when the policy asks for it."""
+        proc = processor("qwen2_5_vl")
+        sample = text_sample("A.")
+        sample["conversation"][1]["weight"] = 0.5
+        assert "loss_weights" not in vc.Qwen25VLCollator(processor=proc)([sample])
+
+    @pytest.mark.parametrize(
+        ("key", "value", "error"),
+        [
+            ("train", "yes", SampleTypeError),
+            ("train", 1, SampleTypeError),
+            ("weight", "0.5", SampleTypeError),
+            ("weight", True, SampleTypeError),
+            ("weight", -1.0, SampleError),
+            ("weight", float("nan"), SampleError),
+        ],
+    )
+    def test_bad_message_keys_name_sample_and_message(self, key, value, error):
+        """A bad 'train' or 'weight' value is refused with the sample and message named."""
+        proc = processor("qwen2_5_vl")
+        bad = text_sample("A.")
+        bad["conversation"][1][key] = value
+        with pytest.raises(error) as caught:
+            vc.Qwen25VLCollator(processor=proc)([text_sample(), bad])
+        assert caught.value.sample_index == 1
+        assert caught.value.message_index == 1
+        assert key in str(caught.value)
+
+    def test_samples_are_not_mutated(self):
+        """Applying a policy leaves the caller's messages as they were."""
+        proc = processor("qwen2_5_vl")
+        sample = text_sample("A.")
+        sample["conversation"][1].update(train=True, weight=0.5)
+        before = repr(sample)
+        collator = vc.Qwen25VLCollator(
+            processor=proc, label_policy=LabelPolicy(turns="last", loss_weights=True)
+        )
+        collator([sample])
+        assert before == repr(sample)
+
+
+class TestReasoning:
+    @staticmethod
+    def conversation(reasoning: str, answer: str):
+        return [
+            {"role": "user", "content": "First question"},
+            {"role": "assistant", "content": "Early answer."},
+            {"role": "user", "content": "Second question"},
+            {"role": "assistant", "content": answer, "reasoning_content": reasoning},
+        ]
+
+    @given(
+        reasoning=st.one_of(st.just(""), st.just("\n"), prompt_texts()),
+        answer=answer_texts(allow_empty=False, leading_newline=False).map(str.strip).filter(bool),
+        policy=st.sampled_from(["train", "answer_only", "skip_empty"]),
+    )
+    def test_qwen3_thinking_runs_show_what_the_policy_promises(self, reasoning, answer, policy):
+        """Qwen3-VL Thinking: the final turn's run holds the reasoning block only when promised."""
+        proc = processor("qwen3_vl_thinking")
+        collator = vc.Qwen25VLCollator(processor=proc, label_policy={"reasoning": policy})
+        batch = collator([{"conversation": self.conversation(reasoning, answer)}])
+        runs = decoded_label_runs(batch["labels"], proc.tokenizer)[0]
+        # The template writes the last turn as "<think>\n" + reasoning + "\n</think>\n\n" + answer.
+        block = "<think>\n" + reasoning.strip("\n") + "\n</think>\n\n"
+        empty = reasoning.strip() == ""
+        keep_block = policy == "train" or (policy == "skip_empty" and not empty)
+        expected_last = (block if keep_block else "") + answer + "<|im_end|>"
+        assert ["Early answer.<|im_end|>", expected_last] == runs
+
+    def test_markers_missing_from_the_vocabulary_are_refused(self):
+        """A reasoning policy with delimiters the tokenizer lacks is a configuration error."""
+        proc = processor("qwen2_5_vl")
+        policy = LabelPolicy(
+            reasoning="answer_only", reasoning_markers=ReasoningMarkers("<reason>", "</reason>")
+        )
+        collator = vc.Qwen25VLCollator(processor=proc, label_policy=policy)
+        with pytest.raises(ConfigurationError, match="<reason>"):
+            collator([text_sample()])
+
+
+class TestConfiguration:
+    @pytest.mark.parametrize(
+        "options",
+        [
+            {"turns": 0},
+            {"turns": "first"},
+            {"turns": True},
+            {"end_of_turn": "sometimes"},
+            {"reasoning": "hide"},
+            {"roles": ""},
+            {"weight": 0.5},
+            {"unknown": 1},
+        ],
+    )
+    def test_bad_options_are_configuration_errors(self, options):
+        """Each bad option is refused with a ConfigurationError naming it."""
+        with pytest.raises(ConfigurationError):
+            LabelPolicy.coerce(options)
+
+    def test_mapping_becomes_a_policy(self):
+        """A mapping (YAML / Hydra) is turned into the same policy."""
+        collator = vc.Qwen25VLCollator(
+            processor=processor("qwen2_5_vl"),
+            label_policy={"turns": "last", "reasoning_markers": ["<think>", "</think>"]},
+        )
+        assert (
+            LabelPolicy(turns="last", reasoning_markers=ReasoningMarkers()) == collator.label_policy
+        )
