@@ -8,6 +8,7 @@ import pytest
 import torch
 from chat_helpers import chatml_run_matches, image_sample, text_sample
 from hypothesis import given, settings
+from media_files import write_video
 from PIL import Image
 
 import vlm_collate as vc
@@ -235,6 +236,37 @@ class TestPlaceholderExpansion:
             (ours[0] != IGNORE_INDEX).nonzero().flatten().tolist(),
         )
         assert (expected, expected) == actual
+
+
+class TestInsertedText:
+    """Qwen3-VL writes frame timestamps around each video frame's placeholders."""
+
+    def test_video_timestamps_are_skipped(self, tmp_path):
+        """Timestamp text the processor inserts is untrained; answers are trained."""
+        processor = build_processor("qwen3_vl", chat_template=CHATML_GENERATION)
+        frames = [picture(64, 48, shade) for shade in range(0, 240, 30)]
+        video = write_video(tmp_path / "clip.mp4", frames)
+        conversation = [
+            {
+                "role": "user",
+                "content": [
+                    {"type": "video", "video": str(video)},
+                    {"type": "text", "text": "What?"},
+                ],
+            },
+            {"role": "assistant", "content": "Moving stripes."},
+            {"role": "user", "content": [{"type": "image", "image": picture(100, 60)}]},
+            {"role": "assistant", "content": "A still."},
+        ]
+        collator = vc.collator_for(processor, label_strategy=GenerationTagMask())
+        batch = collator([{"conversation": conversation}])
+        row_text = processor.tokenizer.decode(batch["input_ids"][0])
+        expected = (True, [["Moving stripes.<|im_end|>", "A still.<|im_end|>"]])
+        actual = (
+            " seconds>" in row_text,
+            decoded_label_runs(batch["labels"], processor.tokenizer),
+        )
+        assert expected == actual
 
 
 class TestGenerationTagMaskMistral:

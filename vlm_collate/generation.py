@@ -55,6 +55,12 @@ class GenerationTagMask(LabelStrategy):
     def build(
         self, input_ids: torch.Tensor, conversations: Conversations, processor: Any
     ) -> torch.Tensor:
+        if len(conversations) != input_ids.shape[0]:
+            msg = (
+                f"GenerationTagMask got {len(conversations)} conversations for "
+                f"{input_ids.shape[0]} rows of input_ids; they must pair one to one."
+            )
+            raise LabelStrategyError(msg)
         owners = _template_owners(processor)
         if not any(has_generation_block(template) for _, template in owners):
             msg = (
