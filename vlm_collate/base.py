@@ -39,11 +39,11 @@ from .errors import (
     VLMCollateError,
 )
 from .images import DEFAULT_MAX_IMAGE_PIXELS
-from .labels import IGNORE_INDEX, LabelStrategy, tokenizer_of
+from .labels import IGNORE_INDEX, LabelStrategy, single_token_id, tokenizer_of
 from .media import MEDIA_KEYS, MediaStrategy, media_token_ids, vision_token_ids
 from .overlong import estimate_tokens
 from .padding import padded_length, padded_side, repad, shift_for_next_token, token_axis_keys
-from .policy import LabelPolicy, ReasoningMarkers
+from .policy import LabelPolicy, ReasoningMarkers, mask_enclosed
 from .samples import MEDIA_TYPES, Sample, find_special_token, prepare_sample, require_batch
 from .template import render
 
@@ -181,6 +181,8 @@ class BaseCollator:
     default_pixel_dtype: ClassVar[torch.dtype | None] = None
     processor_defaults: ClassVar[Mapping[str, Any]] = {}
     reasoning_markers: ClassVar[ReasoningMarkers] = ReasoningMarkers()
+    # Tokens around tool responses that the template writes inside assistant turns.
+    embedded_tool_responses: ClassVar[tuple[str, str] | None] = None
 
     processor: Any
     max_length: int | None = attrs.field(default=None, validator=_positive_or_none)
@@ -349,6 +351,7 @@ class BaseCollator:
                 self.processor,
                 reasoning_markers=self.reasoning_markers,
             )
+        labels = self._untrain_tool_responses(labels, input_ids)
         untrained = self._attention_mask(batch) == 0
         media_ids = self._media_token_tensor()
         if media_ids.numel():
@@ -480,6 +483,19 @@ class BaseCollator:
         indices = ", ".join(str(sample.index) for sample in samples)
         msg = f"the processor failed on samples {indices}: {type(exc).__name__}: {exc}"
         return ProcessorError(msg)
+
+    def _untrain_tool_responses(
+        self, labels: torch.Tensor, input_ids: torch.Tensor
+    ) -> torch.Tensor:
+        """Untrain tool responses written inside assistant turns, unless 'tool' is a role."""
+        if self.embedded_tool_responses is None or "tool" in self.label_policy.roles:
+            return labels
+        open_id, close_id = (
+            single_token_id(self.tokenizer, token) for token in self.embedded_tool_responses
+        )
+        if open_id is None or close_id is None:
+            return labels
+        return mask_enclosed(labels, input_ids, open_id, close_id)
 
     def _mask_fake_images(self, batch: dict[str, Any], rows: Sequence[int]) -> None:
         vision_ids = torch.tensor(sorted(vision_token_ids(self.processor)), dtype=torch.long)

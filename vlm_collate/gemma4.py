@@ -12,7 +12,7 @@ channel back after every model-turn marker, untrained.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import attrs
 import torch
@@ -31,6 +31,7 @@ from .labels import (
 )
 from .media import MEDIA_KEYS
 from .padding import token_axis_keys
+from .policy import ReasoningMarkers
 from .registry import register_collator
 from .samples import Sample, count_media
 
@@ -170,8 +171,20 @@ class Gemma4Collator(DefaultCollator):
     (``overlong="truncate"``), unless that would cut through media tokens, in
     which case the sample is dropped. A tokenizer without Gemma 4's control
     tokens leaves the batch unchanged.
+
+    Reasoning blocks are the ``<|channel>thought ... <channel|>`` channel (for
+    ``LabelPolicy(reasoning=...)``). The template writes tool responses inside
+    the model turn, between ``<|tool_response>`` and ``<tool_response|>``;
+    they are left untrained unless the label policy's roles include ``"tool"``.
     """
 
+    reasoning_markers: ClassVar[ReasoningMarkers] = ReasoningMarkers(
+        "<|channel>", "<channel|>", channel_name="thought"
+    )
+    embedded_tool_responses: ClassVar[tuple[str, str] | None] = (
+        "<|tool_response>",
+        "<tool_response|>",
+    )
     label_strategy: LabelStrategy = attrs.field(factory=_gemma4_labels)
     overlong: OverlongPolicy = attrs.field(
         default="truncate", validator=_one_of("drop", "raise", "truncate")

@@ -5,6 +5,7 @@ A pack is one row of several tokenized documents laid end to end. Its
 document, 2 for the second, ..., and 0 for padding. Labels were shifted per
 document before packing, so ``labels[t]`` is the target of ``input_ids[t]``
 and always comes from ``t``'s own document; this collator never shifts.
+Per-token ``loss_weights``, when packs carry them, were shifted the same way.
 """
 
 from __future__ import annotations
@@ -19,7 +20,15 @@ from .base import _one_of, _positive_or_none, _to_dtype
 from .errors import BatchError, OverlongError, SampleError, SampleTypeError
 from .labels import IGNORE_INDEX
 from .media import PIXEL_KEYS
-from .pretokenized import CONCATENATED_KEYS, _media_value, _token_tensor, merge_media
+from .pretokenized import (
+    CONCATENATED_KEYS,
+    WEIGHTS_KEY,
+    _media_value,
+    _token_tensor,
+    _weights_tensor,
+    merge_media,
+    trained_weights,
+)
 from .samples import require_batch
 
 __all__ = ["NeatPackedCollator", "block_causal_mask"]
@@ -70,6 +79,12 @@ class NeatPackedCollator:
     The seed's ``neat_packed_vlm_collater``. Labels are already shifted by the
     packer; this collator pads them with ``IGNORE_INDEX`` and never shifts.
 
+    Packs may carry 1-D float ``loss_weights`` (finite, >= 0, as
+    :func:`~vlm_collate.packing.pack` makes them). When at least one does, the
+    batch gets a float32 ``loss_weights`` shaped like ``labels``: padded with
+    0.0, 1.0 on the trained tokens of packs without weights, and 0.0 wherever
+    ``labels`` are ``IGNORE_INDEX`` (the pack's own padding included).
+
     Args:
         padding_idx: Pad id of ``input_ids``.
         max_length: Pad every batch to this length (one shape for
@@ -107,6 +122,9 @@ class NeatPackedCollator:
         }
         if any("mm_token_type_ids" in row for row in rows):
             batch["mm_token_type_ids"] = self._stack(rows, "mm_token_type_ids", length, 0)
+        if any(WEIGHTS_KEY in row for row in rows):
+            weighted = [{WEIGHTS_KEY: trained_weights(row)} for row in rows]
+            batch[WEIGHTS_KEY] = self._stack(weighted, WEIGHTS_KEY, length, 0, torch.float32)
         compact_for_sdpa = self.attn_implementation != "flash_attention_2" and not (
             self.materialize_4d_mask
         )
@@ -131,6 +149,8 @@ class NeatPackedCollator:
             for key in ("input_ids", "labels", "attention_mask", "mm_token_type_ids")
             if pack.get(key) is not None
         }
+        if pack.get(WEIGHTS_KEY) is not None:
+            row[WEIGHTS_KEY] = _weights_tensor(pack[WEIGHTS_KEY], index)
         length = row["input_ids"].shape[0]
         for key, tensor in row.items():
             if tensor.shape[0] != length:
@@ -144,6 +164,8 @@ class NeatPackedCollator:
             raise OverlongError(msg, sample_index=index)
         # The pack's own padding is never trained, whatever the packer wrote there.
         row["labels"] = row["labels"].masked_fill(row["attention_mask"] == 0, IGNORE_INDEX)
+        if WEIGHTS_KEY in row:
+            row[WEIGHTS_KEY] = row[WEIGHTS_KEY].masked_fill(row["labels"] == IGNORE_INDEX, 0.0)
         if pack.get("position_ids") is None:
             row["position_ids"] = _document_positions(row["attention_mask"])
         else:
@@ -151,8 +173,14 @@ class NeatPackedCollator:
         return row
 
     @staticmethod
-    def _stack(rows: Sequence[dict[str, Any]], key: str, length: int, pad: int) -> torch.Tensor:
-        out = torch.full((len(rows), length), pad, dtype=torch.long)
+    def _stack(
+        rows: Sequence[dict[str, Any]],
+        key: str,
+        length: int,
+        pad: int,
+        dtype: torch.dtype = torch.long,
+    ) -> torch.Tensor:
+        out = torch.full((len(rows), length), pad, dtype=dtype)
         for position, row in enumerate(rows):
             values = row.get(key)
             if values is not None:  # a pack without the key keeps the pad value

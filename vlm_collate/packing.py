@@ -6,6 +6,10 @@ with ``labels[1:]``, so no label ever comes from the next document. A pack
 holds whole documents only; its ``attention_mask`` numbers them 1, 2, 3, ...,
 ``position_ids`` restart at 0 in each, and its media are the documents' media
 concatenated in order, with ``n_images`` / ``n_videos`` counting them.
+
+Per-token ``loss_weights`` are shifted like labels (``loss_weights[1:]``) and
+concatenated in the same order; when any sample has them every pack gets
+them (a document without them weighs 1.0 on its trained tokens).
 """
 
 from __future__ import annotations
@@ -19,8 +23,16 @@ import torch
 
 from .base import DroppedSample
 from .errors import ConfigurationError, OverlongError
+from .labels import IGNORE_INDEX
 from .media import PIXEL_KEYS, media_token_ids
-from .pretokenized import CONCATENATED_KEYS, _Row, merge_media, read_row
+from .pretokenized import (
+    CONCATENATED_KEYS,
+    WEIGHTS_KEY,
+    _Row,
+    merge_media,
+    read_row,
+    trained_weights,
+)
 
 __all__ = ["PackResult", "pack"]
 
@@ -95,10 +107,12 @@ def _document(row: _Row, number: int) -> dict[str, torch.Tensor]:
     }
     if "mm_token_type_ids" in row.tokens:
         document["mm_token_type_ids"] = row.tokens["mm_token_type_ids"][:-1]
+    if WEIGHTS_KEY in row.tokens:
+        document[WEIGHTS_KEY] = row.tokens[WEIGHTS_KEY][1:]
     return document
 
 
-def _assemble(rows: Sequence[_Row]) -> dict[str, Any]:
+def _assemble(rows: Sequence[_Row], *, weighted: bool) -> dict[str, Any]:
     documents = [_document(row, number) for number, row in enumerate(rows, start=1)]
     packed: dict[str, Any] = {
         key: torch.cat([document[key] for document in documents])
@@ -111,6 +125,9 @@ def _assemble(rows: Sequence[_Row]) -> dict[str, Any]:
                 for document in documents
             ]
         )
+    if weighted:
+        weights = torch.cat([trained_weights(document) for document in documents])
+        packed[WEIGHTS_KEY] = weights.masked_fill(packed["labels"] == IGNORE_INDEX, 0.0)
     for key in (*PIXEL_KEYS, *CONCATENATED_KEYS):
         values = [row.media[key] for row in rows if key in row.media]
         if values:
@@ -140,8 +157,13 @@ def pack(
 
     Args:
         samples: Mappings with 1-D ``input_ids``, unshifted ``labels``,
-            optionally ``mm_token_type_ids`` and media (as from
-            :func:`~vlm_collate.pretokenized.pretokenize_sample`).
+            optionally ``mm_token_type_ids``, float ``loss_weights`` (finite,
+            >= 0) and media (as from
+            :func:`~vlm_collate.pretokenized.pretokenize_sample`). When any
+            sample has ``loss_weights``, every pack gets float32
+            ``loss_weights``: each document's ``loss_weights[1:]``, or 1.0 on
+            its trained tokens when it has none, and 0.0 wherever the
+            pack's labels are ``IGNORE_INDEX``.
         pack_size: Most positions in one pack.
         overlong: Policy for a sample that cannot fit in any pack.
         processor: Locates media tokens for ``"truncate"`` when samples have
@@ -173,6 +195,7 @@ def pack(
             target = len(bins) - 1
         bins[target].append(row)
         room[target] -= size
-    result.packs.extend(_assemble(rows) for rows in bins)
+    weighted = any(WEIGHTS_KEY in row.tokens for rows in bins for row in rows)
+    result.packs.extend(_assemble(rows, weighted=weighted) for rows in bins)
     result.documents.extend([row.index for row in rows] for rows in bins)
     return result

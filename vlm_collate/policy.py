@@ -26,9 +26,16 @@ import attrs
 import torch
 
 from .errors import ConfigurationError, SampleError
-from .labels import IGNORE_INDEX, _special_ids, assistant_spans, single_token_id, tokenizer_of
+from .labels import (
+    IGNORE_INDEX,
+    TurnMarkers,
+    _special_ids,
+    assistant_spans,
+    single_token_id,
+    tokenizer_of,
+)
 
-__all__ = ["LabelPolicy", "ReasoningMarkers", "Turn", "find_turns"]
+__all__ = ["LabelPolicy", "ReasoningMarkers", "Turn", "find_turns", "mask_enclosed"]
 
 logger = logging.getLogger(__name__)
 
@@ -380,6 +387,20 @@ class LabelPolicy:
         while end < len(tokens) and _is_blank(tokenizer, tokens[end]):
             end += 1
         labels[start : start + end] = IGNORE_INDEX
+
+
+def mask_enclosed(
+    labels: torch.Tensor, input_ids: torch.Tensor, open_id: int, close_id: int
+) -> torch.Tensor:
+    """``labels`` with every ``open_id ... close_id`` stretch (both included) untrained.
+
+    Used for text a template writes inside an assistant turn that the model
+    does not produce, such as Gemma 4's tool responses.
+    """
+    inside = assistant_spans(
+        input_ids, TurnMarkers(assistant_marker=(open_id,), end_of_turn_id=close_id)
+    )
+    return labels.masked_fill(inside | (input_ids == open_id), IGNORE_INDEX)
 
 
 def _valid_weight(value: Any) -> bool:

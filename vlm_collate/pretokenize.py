@@ -9,8 +9,9 @@ sequence of samples for :class:`~vlm_collate.PreTokenizedCollator` or for
 
 Arrow stores every row with one schema, so each tensor is stored flat next to
 its shape (``pixel_values`` and ``pixel_values_shape``); a key the sample does
-not have is stored empty. :func:`sample_from_row` turns a stored row back into
-the mapping of tensors the collators take.
+not have is stored empty. Token keys are stored as int64, ``loss_weights`` (from
+a collator whose label policy asks for them) as float32. :func:`sample_from_row`
+turns a stored row back into the mapping of tensors the collators take.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import torch
 from .base import DroppedSample
 from .errors import BatchError, MissingDependencyError, SampleError, SampleTypeError
 from .media import PIXEL_KEYS
-from .pretokenized import CONCATENATED_KEYS, OPTIONAL_TOKEN_KEYS, REQUIRED_TOKEN_KEYS
+from .pretokenized import CONCATENATED_KEYS, OPTIONAL_TOKEN_KEYS, REQUIRED_TOKEN_KEYS, WEIGHTS_KEY
 
 __all__ = ["PreTokenizedDataset", "pretokenize", "sample_from_row"]
 
@@ -54,6 +55,7 @@ def _features() -> Any:
     columns: dict[str, Any] = {
         key: datasets.Sequence(datasets.Value("int64")) for key in TOKEN_KEYS
     }
+    columns[WEIGHTS_KEY] = datasets.Sequence(datasets.Value("float32"))
     for key in STORED_MEDIA_KEYS:
         columns[key] = datasets.Sequence(datasets.Value(np.dtype(_DTYPES[key]).name))
         columns[key + _SHAPE] = datasets.Sequence(datasets.Value("int64"))
@@ -112,6 +114,7 @@ def _row(collator: Any, example: Mapping[str, Any], index: int) -> dict[str, Any
 
     no_ints = np.zeros(0, dtype=np.int64)
     row: dict[str, Any] = {key: no_ints for key in TOKEN_KEYS}
+    row[WEIGHTS_KEY] = np.zeros(0, dtype=np.float32)
     for key in STORED_MEDIA_KEYS:
         row[key], row[key + _SHAPE] = np.zeros(0, dtype=_DTYPES[key]), no_ints
     row.update(source_index=index, dropped_reason="", dropped_detail="")
@@ -141,6 +144,8 @@ def _row(collator: Any, example: Mapping[str, Any], index: int) -> dict[str, Any
     for key in TOKEN_KEYS:
         if key in sample:
             row[key] = sample[key].long().numpy()
+    if sample.get(WEIGHTS_KEY) is not None:
+        row[WEIGHTS_KEY] = sample[WEIGHTS_KEY].float().numpy()
     for key in STORED_MEDIA_KEYS:
         if sample.get(key) is not None:
             row[key], row[key + _SHAPE] = _stored(sample[key], key, index)
@@ -162,11 +167,17 @@ def _map_batch(
 
 
 def sample_from_row(row: Mapping[str, Any]) -> dict[str, torch.Tensor]:
-    """Turn one stored row of :func:`pretokenize` back into a pre-tokenized sample."""
+    """Turn one stored row of :func:`pretokenize` back into a pre-tokenized sample.
+
+    Token keys come back as int64 tensors and ``loss_weights`` as float32; a
+    key stored empty (the sample had none) is left out.
+    """
     sample = {key: torch.as_tensor(np.asarray(row[key]), dtype=torch.long) for key in TOKEN_KEYS}
+    if WEIGHTS_KEY in row:  # rows stored before loss weights were kept have no such column
+        sample[WEIGHTS_KEY] = torch.as_tensor(np.asarray(row[WEIGHTS_KEY]), dtype=torch.float32)
     length = sample["input_ids"].shape[0]
-    for key in OPTIONAL_TOKEN_KEYS:
-        if sample[key].shape[0] != length:  # stored empty: the sample has none
+    for key in (*OPTIONAL_TOKEN_KEYS, WEIGHTS_KEY):
+        if key in sample and sample[key].shape[0] != length:  # stored empty: the sample has none
             del sample[key]
     for key in STORED_MEDIA_KEYS:
         shape = [int(size) for size in np.asarray(row[key + _SHAPE]).tolist()]
@@ -210,6 +221,8 @@ def pretokenize(
 ) -> PreTokenizedDataset:
     """Tokenize every row of ``dataset`` with ``collator`` ahead of training.
 
+    A collator built with ``LabelPolicy(loss_weights=True)`` stores each
+    sample's per-token ``loss_weights`` too (float32, unshifted like labels).
     Rows hold a ``"conversation"`` as the chat collators take it. Images may be
     PIL images (the ``datasets.Image`` feature), paths, or placeholders
     ``{"type": "image"}`` filled in order from an ``"images"`` column. Errors

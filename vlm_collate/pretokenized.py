@@ -1,12 +1,13 @@
 """``PreTokenizedCollator``: batches of samples that were tokenized one by one.
 
 A pre-tokenized sample is a mapping of 1-D token tensors (``input_ids``,
-``attention_mask``, unshifted ``labels`` and optionally ``mm_token_type_ids``)
-plus the media tensors its processor produced (``pixel_values``,
-``image_grid_thw``, ...). Tokenizing samples ahead of time (in dataset
-workers, or once and cached) leaves the collator nothing to do but pad, stack,
-shift and concatenate media. :func:`pretokenize_sample` makes such a sample
-with any chat collator.
+``attention_mask``, unshifted ``labels`` and optionally ``mm_token_type_ids``),
+optionally 1-D float ``loss_weights`` (as a collator with
+``LabelPolicy(loss_weights=True)`` makes them), plus the media tensors its
+processor produced (``pixel_values``, ``image_grid_thw``, ...). Tokenizing
+samples ahead of time (in dataset workers, or once and cached) leaves the
+collator nothing to do but pad, stack, shift and concatenate media.
+:func:`pretokenize_sample` makes such a sample with any chat collator.
 """
 
 from __future__ import annotations
@@ -48,6 +49,8 @@ logger = logging.getLogger(__name__)
 
 REQUIRED_TOKEN_KEYS = ("input_ids", "attention_mask", "labels")
 OPTIONAL_TOKEN_KEYS = ("mm_token_type_ids",)
+# The one token-axis key that holds floats: per-token loss weights, shifted like labels.
+WEIGHTS_KEY = "loss_weights"
 # Per-media tensors joined along their first axis.
 CONCATENATED_KEYS = ("image_grid_thw", "video_grid_thw", "image_position_ids", "second_per_grid_ts")
 # Batch entries a chat collator adds for the whole batch; a sample does not carry them.
@@ -108,6 +111,38 @@ def _token_tensor(value: Any, key: str, index: int) -> torch.Tensor:
     return tensor.long() if tensor.dtype == torch.bool else tensor
 
 
+def _weights_tensor(value: Any, index: int) -> torch.Tensor:
+    """Per-token loss weights as float32: 1-D, finite and >= 0."""
+    try:
+        tensor = torch.as_tensor(value)
+    except (TypeError, ValueError, RuntimeError) as exc:
+        msg = f"'{WEIGHTS_KEY}' must be a 1-D tensor or list of floats (got {type(value).__name__})"
+        raise SampleTypeError(msg, sample_index=index) from exc
+    if tensor.dim() != 1:
+        msg = f"'{WEIGHTS_KEY}' must be 1-D (got shape {tuple(tensor.shape)})"
+        raise SampleError(msg, sample_index=index)
+    if tensor.is_complex():
+        msg = f"'{WEIGHTS_KEY}' must hold real numbers (got {tensor.dtype})"
+        raise SampleTypeError(msg, sample_index=index)
+    tensor = tensor.to(torch.float32)
+    bad = ~torch.isfinite(tensor) | (tensor < 0)
+    if bool(bad.any()):
+        position = int(bad.nonzero()[0])
+        msg = (
+            f"'{WEIGHTS_KEY}' must be finite and >= 0 "
+            f"(got {tensor[position].item()} at position {position})"
+        )
+        raise SampleError(msg, sample_index=index)
+    return tensor
+
+
+def trained_weights(tokens: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    """A row's loss weights: its own, else 1.0 where its labels are trained and 0.0 elsewhere."""
+    if WEIGHTS_KEY in tokens:
+        return tokens[WEIGHTS_KEY]
+    return (tokens["labels"] != IGNORE_INDEX).to(torch.float32)
+
+
 def _media_value(value: Any, key: str, index: int) -> Any:
     if key in PIXEL_KEYS:
         items = value if isinstance(value, (list, tuple)) else [value]
@@ -127,7 +162,12 @@ def _media_value(value: Any, key: str, index: int) -> Any:
 
 
 def read_row(example: Any, index: int) -> _Row:
-    """Validate one pre-tokenized sample; the caller's tensors are only read."""
+    """Validate one pre-tokenized sample; the caller's tensors are only read.
+
+    Token keys become integer tensors; optional ``loss_weights`` become
+    float32 and must be finite and >= 0. Every one has the length of
+    ``input_ids``.
+    """
     if not isinstance(example, Mapping):
         msg = f"a pre-tokenized sample must be a mapping (got {type(example).__name__})"
         raise SampleTypeError(msg, sample_index=index)
@@ -141,6 +181,8 @@ def read_row(example: Any, index: int) -> _Row:
         for key in (*REQUIRED_TOKEN_KEYS, *OPTIONAL_TOKEN_KEYS)
         if example.get(key) is not None
     }
+    if example.get(WEIGHTS_KEY) is not None:
+        tokens[WEIGHTS_KEY] = _weights_tensor(example[WEIGHTS_KEY], index)
     length = tokens["input_ids"].shape[0]
     for key, tensor in tokens.items():
         if tensor.shape[0] != length:
@@ -165,6 +207,12 @@ class PreTokenizedCollator:
     so it is not a :class:`~vlm_collate.BaseCollator`; the processor, when
     given, only supplies the pad id and the media token ids that truncation
     must not cut.
+
+    Samples may carry 1-D float ``loss_weights`` (finite, >= 0). When at
+    least one does, the batch gets a float32 ``loss_weights`` shaped like
+    ``labels``: truncated, padded (with 0.0) and shifted exactly like them, 1.0
+    on the trained tokens of samples without weights, and 0.0 wherever the
+    final labels are ``IGNORE_INDEX``.
 
     Args:
         processor: Optional processor (or tokenizer) the samples came from.
@@ -305,13 +353,20 @@ class PreTokenizedCollator:
             shift=self.shift_labels,
         )
         pad_values = {"input_ids": self.resolved_pad_token_id, "labels": IGNORE_INDEX}
-        optional = [key for key in OPTIONAL_TOKEN_KEYS if any(key in row.tokens for row in rows)]
+        optional = [
+            key
+            for key in (*OPTIONAL_TOKEN_KEYS, WEIGHTS_KEY)
+            if any(key in row.tokens for row in rows)
+        ]
         keys = [*REQUIRED_TOKEN_KEYS, *optional]
         batch: dict[str, Any] = {}
         for key in keys:
-            values = [
-                row.tokens.get(key, torch.zeros(row.length, dtype=torch.long)) for row in rows
-            ]
+            if key == WEIGHTS_KEY:
+                values = [trained_weights(row.tokens) for row in rows]
+            else:
+                values = [
+                    row.tokens.get(key, torch.zeros(row.length, dtype=torch.long)) for row in rows
+                ]
             pad_value = pad_values.get(key, 0)
             stacked = torch.nn.utils.rnn.pad_sequence(
                 values, batch_first=True, padding_value=pad_value
@@ -326,6 +381,10 @@ class PreTokenizedCollator:
             )
         if self.shift_labels:
             shift_for_next_token(batch, keys)
+        if WEIGHTS_KEY in batch:
+            batch[WEIGHTS_KEY] = batch[WEIGHTS_KEY].masked_fill(
+                batch["labels"] == IGNORE_INDEX, 0.0
+            )
         return batch
 
     def _media(self, rows: Sequence[_Row]) -> dict[str, Any]:
@@ -366,7 +425,9 @@ def pretokenize_sample(collator: Any, example: Mapping[str, Any]) -> dict[str, A
 
     The collator runs on ``[example]`` alone with unshifted labels and no
     padding; the result holds 1-D token tensors (``input_ids``,
-    ``attention_mask``, ``labels``, ...) and the sample's media entries.
+    ``attention_mask``, ``labels``, ...) and the sample's media entries. A
+    collator whose label policy asks for loss weights adds 1-D float32
+    ``loss_weights``, unshifted like ``labels``.
 
     Args:
         collator: A chat collator (any :class:`~vlm_collate.BaseCollator`).
