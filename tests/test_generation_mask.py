@@ -283,6 +283,18 @@ class TestGenerationTagMaskMistral:
         expected = [["A gradient.</s>", "Nothing else.</s>"], ["Hello there.</s>"]]
         assert expected == decoded_label_runs(batch["labels"], mistral_tagged.tokenizer)
 
+    @settings(max_examples=10)
+    @given(batch=examples(max_size=3, max_turns=2))
+    def test_property_runs_equal_trimmed_answers(self, mistral_tagged, batch):
+        """For generated conversations, the runs are the answers as the template trims them."""
+        collator = vc.collator_for(mistral_tagged, label_strategy=GenerationTagMask())
+        runs = decoded_label_runs(collator(batch)["labels"], mistral_tagged.tokenizer)
+        expected = [
+            [answer.strip() + "</s>" for answer in answers_of(sample["conversation"])]
+            for sample in batch
+        ]
+        assert expected == runs
+
     def test_space_before_answer_stays_with_answer(self, mistral_tagged):
         """The template's space outside the block merges into '▁A', which is trained."""
         conversation = text_sample("Answer.", "Hi")["conversation"]
