@@ -47,9 +47,10 @@ class GenerationTagMask(LabelStrategy):
     next strategy. A conversation whose blocks hold no token gives an
     unlabelled row (the collator's ``empty_labels`` policy decides its fate).
 
-    Each conversation is rendered once more with generation tracking (as
-    :func:`vlm_collate.template.render` renders it for the collator) and
-    tokenized once more, so this strategy costs more than the marker scans.
+    Each conversation is rendered twice more (once with generation tracking,
+    once through :func:`vlm_collate.template.render` to check that the text
+    is the one the collator gave the processor) and tokenized once more, so
+    this strategy costs more than the marker scans.
     """
 
     def build(
