@@ -35,13 +35,24 @@ def message_text(message: dict) -> str:
     return "".join(item["text"] for item in content if item["type"] == "text")
 
 
-def assistant_texts(samples: list[dict]) -> list[str]:
-    return [
-        message_text(message)
-        for sample in samples
-        for message in sample["conversation"]
-        if message["role"] == "assistant"
-    ]
+def assistant_texts(samples: list[dict], *, last_only: bool = False) -> list[str]:
+    """The answers the default policy trains: assistant texts not flagged "train": false."""
+    texts = []
+    for sample in samples:
+        answers = [
+            message_text(message)
+            for message in sample["conversation"]
+            if message["role"] == "assistant"
+        ]
+        flags = [
+            message.get("train", True)
+            for message in sample["conversation"]
+            if message["role"] == "assistant"
+        ]
+        if last_only:
+            answers, flags = answers[-1:], flags[-1:]
+        texts += [text for text, train in zip(answers, flags, strict=True) if train]
+    return texts
 
 
 def run(*argv: str) -> tuple[int, str, str]:
@@ -90,6 +101,12 @@ def unshifted_run() -> tuple[int, str, str]:
 
 
 class TestBundledExample:
+    def test_has_label_control_keys(self):
+        """One sample shows per-message label control: a weight and a "train": false flag."""
+        messages = [message for sample in read_example() for message in sample["conversation"]]
+        assert any("weight" in message for message in messages)
+        assert any(message.get("train") is False for message in messages)
+
     def test_covers_the_promised_cases(self):
         """The example has 8-12 samples: images, video, text only, multi-turn, system prompt."""
         samples = read_example()
@@ -126,6 +143,56 @@ class TestBundledExample:
         assert [] == [path for path in paths if os.path.isabs(path)]
         assert [] == [str(path) for path in resolved if not path.is_file()]
         assert [] == [str(path) for path in resolved if path.stat().st_size > 20_000]
+
+
+class TestInspectLabelPolicy:
+    def test_last_turn_only(self):
+        """--turns last trains only each sample's last answer (unless it is flagged off)."""
+        status, output, _ = run("inspect", "--no-color", "--turns", "last")
+        spans = trained_spans(output)
+        answers = assistant_texts(read_example(), last_only=True)
+        assert 0 == status
+        assert [answer + "<|im_end|>" for answer in answers] == [
+            span.lstrip("\n") for span in spans
+        ]
+
+    def test_end_of_turn_never(self):
+        """--end-of-turn never trains the answers without their <|im_end|>."""
+        status, output, _ = run("inspect", "--no-color", "--end-of-turn", "never")
+        spans = trained_spans(output)
+        assert 0 == status
+        assert assistant_texts(read_example()) == [span.lstrip("\n") for span in spans]
+
+    def test_loss_weights_are_shown(self):
+        """--loss-weights marks a run whose message weight is not 1 with {w=...}."""
+        weighted = [
+            (message_text(message), message["weight"])
+            for sample in read_example()
+            for message in sample["conversation"]
+            if "weight" in message
+        ]
+        status, output, _ = run("inspect", "--no-color", "--loss-weights")
+        assert 0 == status
+        for text, weight in weighted:
+            assert f"[[{text}<|im_end|>]]{{w={weight:g}}}" in output
+        assert "loss_weights=True" in output
+
+    def test_roles_and_reasoning_reach_the_policy(self):
+        """--roles and --reasoning appear in the settings line the collator was built with."""
+        status, output, _ = run(
+            "inspect", "--no-color", "--roles", "assistant,user", "--reasoning", "skip_empty"
+        )
+        assert 0 == status
+        assert "roles='assistant,user'" in output
+        assert "reasoning='skip_empty'" in output
+
+    @pytest.mark.parametrize("value", ["0", "first", "-1"])
+    def test_bad_turns_is_a_usage_error(self, value, capsys):
+        """--turns takes all, last or a positive integer."""
+        with pytest.raises(SystemExit) as caught:
+            main(["inspect", "--turns", value])
+        assert 2 == caught.value.code
+        assert "--turns" in capsys.readouterr().err
 
 
 class TestInspectCommand:

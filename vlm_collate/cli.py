@@ -108,6 +108,39 @@ def _add_inspect(commands: Any) -> None:
         help="policy for media the processor cannot take (default: drop, and say so)",
     )
     inspect.add_argument("--pixel-dtype", metavar="DTYPE", help="e.g. float32, bfloat16 or auto")
+    policy = inspect.add_argument_group(
+        "label policy", "which turns are trained (see docs: controlling what is trained)"
+    )
+    policy.add_argument(
+        "--turns",
+        type=_turns,
+        default="all",
+        metavar="all|last|N",
+        help="train every turn (default), the last one, or the first N",
+    )
+    policy.add_argument(
+        "--roles",
+        default="assistant",
+        metavar="ROLE[,ROLE]",
+        help="roles whose turns are trained, e.g. assistant,tool (default: assistant)",
+    )
+    policy.add_argument(
+        "--end-of-turn",
+        choices=("always", "never", "last"),
+        default="always",
+        help="train each turn's end token: always (default), never, or for the last turn only",
+    )
+    policy.add_argument(
+        "--reasoning",
+        choices=("train", "answer_only", "skip_empty"),
+        default="train",
+        help="reasoning blocks: train (default), answer_only, or skip_empty",
+    )
+    policy.add_argument(
+        "--loss-weights",
+        action="store_true",
+        help="build loss_weights and show each trained run's weight when it is not 1",
+    )
     inspect.add_argument(
         "--limit", type=_positive, metavar="N", help="inspect only the first N samples"
     )
@@ -118,6 +151,16 @@ def _add_inspect(commands: Any) -> None:
         "--no-color", action="store_true", help="plain text, trained spans as [[...]]"
     )
     inspect.set_defaults(run=_inspect)
+
+
+def _turns(text: str) -> str | int:
+    if text in ("all", "last"):
+        return text
+    try:
+        return _positive(text)
+    except argparse.ArgumentTypeError:
+        msg = f"expected 'all', 'last' or a positive integer (got {text!r})"
+        raise argparse.ArgumentTypeError(msg) from None
 
 
 def _positive(text: str) -> int:
@@ -147,6 +190,13 @@ def _inspect(options: argparse.Namespace) -> int:
         "overlong": options.overlong,
         "special_tokens_in_text": options.special_tokens,
         "unsupported_media": options.unsupported_media,
+        "label_policy": {
+            "turns": options.turns,
+            "roles": options.roles,
+            "end_of_turn": options.end_of_turn,
+            "reasoning": options.reasoning,
+            "loss_weights": options.loss_weights,
+        },
     }
     if options.pixel_dtype is not None:
         settings["pixel_dtype"] = options.pixel_dtype

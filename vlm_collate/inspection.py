@@ -92,11 +92,13 @@ class Segment:
         kind: ``"prompt"``, ``"trained"``, ``"media"`` or ``"padding"``.
         text: The decoded text; for ``repeat > 1``, one token's text.
         repeat: How many times the token ``text`` repeats (collapsed runs).
+        weight: The loss weight of a trained run, when the batch has ``loss_weights``.
     """
 
     kind: Kind
     text: str
     repeat: int = 1
+    weight: float | None = None
 
 
 @attrs.frozen
@@ -291,6 +293,7 @@ def inspect_samples(
         "overlong": collator.overlong,
         "batch_size": batch_size,
     }
+    options.update(_policy_options(collator))
     return Inspection(
         source=source,
         processor=processor or type(collator.processor).__name__,
@@ -300,6 +303,24 @@ def inspect_samples(
         batches=tuple(batches),
         notes=tuple(notes),
     )
+
+
+def _policy_options(collator: BaseCollator) -> dict[str, Any]:
+    """The label policy's settings that differ from the default, for the settings line."""
+    policy = getattr(collator, "label_policy", None)
+    if policy is None:
+        return {}
+    shown = {}
+    default = type(policy)()
+    for name in ("turns", "roles", "end_of_turn", "reasoning", "loss_weights"):
+        value = getattr(policy, name)
+        if value != getattr(default, name):
+            if name == "roles":
+                value = ",".join(sorted(value))
+            elif callable(value):
+                value = getattr(value, "__name__", "callable")
+            shown[name] = value
+    return shown
 
 
 def _inspect_batch(
@@ -416,6 +437,7 @@ def describe_row(
 ) -> SampleView:
     """Describe one row of a collated batch; index, line and name are left at 0/None."""
     ids, real, targets = _aligned_row(batch, row, shifted=shifted)
+    weights = _aligned_weights(batch, row, len(ids), shifted=shifted)
     kinds: list[Kind] = []
     for token, is_real, target in zip(ids, real, targets, strict=True):
         if target != IGNORE_INDEX:
@@ -435,7 +457,7 @@ def describe_row(
         index=0,
         line=0,
         name=None,
-        segments=tuple(_segments(ids, kinds, tokenizer)),
+        segments=tuple(_segments(ids, kinds, tokenizer, weights)),
         tokens=int(mask.sum()),
         trained=sum(target != IGNORE_INDEX for target in targets),
         padding=int((mask == 0).sum()),
@@ -466,6 +488,20 @@ def _aligned_row(
     return ids, real, targets[: len(ids)]
 
 
+def _aligned_weights(
+    batch: Mapping[str, Any], row: int, length: int, *, shifted: bool
+) -> list[float] | None:
+    """``loss_weights`` aligned like :func:`_aligned_row`'s targets, or None without them."""
+    weights = batch.get("loss_weights")
+    if not isinstance(weights, torch.Tensor):
+        return None
+    values = weights[row].tolist()
+    if shifted:
+        values = [0.0, *values]
+    values += [0.0] * (length - len(values))
+    return values[:length]
+
+
 def _row_problems(
     ids: list[int], real: list[bool], targets: list[int], media_ids: frozenset[int]
 ) -> Iterator[str]:
@@ -485,10 +521,19 @@ def _row_problems(
         yield f"{media} media placeholder token(s) are trained"
 
 
-def _segments(ids: list[int], kinds: list[Kind], tokenizer: Any) -> Iterator[Segment]:
-    """Group tokens into runs of one kind; media and padding runs collapse per token."""
+def _segments(
+    ids: list[int], kinds: list[Kind], tokenizer: Any, weights: list[float] | None = None
+) -> Iterator[Segment]:
+    """Group tokens into runs of one kind; media and padding runs collapse per token.
+
+    With ``weights``, a trained run also breaks where its loss weight changes.
+    """
     bounds = [0] + [
-        t for t in range(1, len(ids)) if kinds[t] != kinds[t - 1] or _repeats(kinds[t], ids, t)
+        t
+        for t in range(1, len(ids))
+        if kinds[t] != kinds[t - 1]
+        or _repeats(kinds[t], ids, t)
+        or (weights is not None and kinds[t] == "trained" and weights[t] != weights[t - 1])
     ]
     bounds.append(len(ids))
     texts = _decoded_pieces(ids, bounds, tokenizer)
@@ -497,7 +542,8 @@ def _segments(ids: list[int], kinds: list[Kind], tokenizer: Any) -> Iterator[Seg
         if kind in ("media", "padding"):
             yield Segment(kind, _token_text(tokenizer, ids[start]), end - start)
         elif text:
-            yield Segment(kind, text)
+            weight = weights[start] if weights is not None and kind == "trained" else None
+            yield Segment(kind, text, weight=weight)
 
 
 def _repeats(kind: Kind, ids: list[int], t: int) -> bool:
@@ -561,10 +607,17 @@ def _segment_text(segment: Segment) -> str:
     return f"{segment.text} x{segment.repeat}" if segment.repeat > 1 else segment.text
 
 
+def _weight_note(segment: Segment) -> str:
+    """``{w=0.5}`` after a trained run whose loss weight is not 1."""
+    if segment.weight is None or segment.weight == 1.0:
+        return ""
+    return f"{{w={segment.weight:g}}}"
+
+
 def _plain_segment(segment: Segment) -> str:
     text = _segment_text(segment)
     if segment.kind == "trained":
-        return f"[[{text}]]"
+        return f"[[{text}]]{_weight_note(segment)}"
     if segment.kind == "padding":
         return f"{{pad {text}}}"
     return text
@@ -667,6 +720,7 @@ def _text_sample(view: SampleView, color: bool) -> list[str]:
         if color:
             body = "".join(
                 _paint(_segment_text(s), None if s.kind == "prompt" else s.kind, True)
+                + _paint(_weight_note(s), "warning", True)
                 for s in view.segments
             )
         else:
@@ -682,6 +736,7 @@ pre { white-space: pre-wrap; word-break: break-word; background: #fafafa; border
 .trained { background: #b7ecb2; outline: 1px solid #6cbf63; }
 .media { color: #8a2be2; font-weight: bold; }
 .padding { color: #aaa; }
+.weight { color: #a05a00; font-size: 75%; }
 .warning { color: #a05a00; }
 .dropped { color: #b00020; }
 .counts, .settings { color: #555; }
@@ -730,9 +785,12 @@ def _html_sample(view: SampleView) -> str:
         spans = []
         for segment in view.segments:
             text = escape(_segment_text(segment))
+            note = _weight_note(segment)
             spans.append(
                 text if segment.kind == "prompt" else f'<span class="{segment.kind}">{text}</span>'
             )
+            if note:
+                spans.append(f'<sup class="weight">{escape(note)}</sup>')
         parts.append(f"<pre>{''.join(spans)}</pre>")
     parts.append("</section>")
     return "\n".join(parts)
