@@ -124,14 +124,13 @@ def _derive(processor: Any, role: str) -> TurnMarkers:
         )
     holders: set[str] = set()
     for marker in candidates:
-        markers = TurnMarkers(
-            assistant_marker=marker,
-            end_of_turn_id=end_id,
-            merged_tail_ids=merged_tail_ids(tokenizer, marker[-1]),
-        )
-        spans = _span_texts(rendered, markers)
+        spans = _span_texts(rendered, TurnMarkers(assistant_marker=marker, end_of_turn_id=end_id))
         if [span.strip() for span in spans] == sentinels:
-            return markers
+            # Sentinels open with a letter, so merged tails play no part in the check.
+            tails = merged_tail_ids(tokenizer, marker[-1])
+            return TurnMarkers(
+                assistant_marker=marker, end_of_turn_id=end_id, merged_tail_ids=tails
+            )
         holders |= {rendered.roles[s] for span in spans for s in rendered.roles if s in span}
     shared = ", ".join(repr(owner) for owner in sorted(holders - {role})) or "other"
     opening = tokenizer.decode(list(candidates[0]))
@@ -155,8 +154,10 @@ def _sentinel_conversations(role: str) -> list[list[Message]]:
     """Conversations holding ``role`` twice (system once), richest first.
 
     Tool messages follow an assistant message that calls the tools, as every
-    template that writes them expects. The plainer conversations are used only
-    when the template refuses the richer ones.
+    template that writes them expects, after a system message that declares the
+    tools in its ``tools`` field (Phi-4 writes that field inside ``<|tool|>``).
+    The plainer conversations are used only when the template refuses the
+    richer ones.
     """
     users = [_message("user", "Vqmz user one"), _message("user", "Vqmz user two")]
     replies = [_message("assistant", f"Vqmz reply {n}") for n in ("one", "two", "three")]
@@ -167,12 +168,12 @@ def _sentinel_conversations(role: str) -> list[list[Message]]:
     ]
     with_tools = [users[0], calling, *tools, replies[1], users[1], replies[2]]
     plain = [users[0], replies[0], users[1], replies[1]]
+    system = _message("system", "Vqmz system note")
     if role == "tool":
-        return [with_tools]
+        return [[{**system, "tools": "Vqmz tool list"}, *with_tools]]
     if role == "user":
         return [with_tools, plain]
     if role == "system":
-        system = _message("system", "Vqmz system note")
         return [[system, *with_tools], [system, *plain]]
     others = [_message(role, "Vqmz other one"), _message(role, "Vqmz other two")]
     return [[users[0], replies[0], others[0], users[1], replies[1], others[1]]]
@@ -221,7 +222,11 @@ def _tokenized(processor: Any, text: str, messages: list[Message]) -> _Rendered:
             f"({exc})."
         )
         raise LabelStrategyError(msg) from exc
-    roles = {message["content"]: message["role"] for message in messages}
+    roles = {}
+    for message in messages:
+        roles[message["content"]] = message["role"]
+        if isinstance(message.get("tools"), str):
+            roles[message["tools"]] = message["role"]
     starts = {sentinel: text.find(sentinel) for sentinel in roles if sentinel in text}
     return _Rendered(
         text=text,
