@@ -100,17 +100,7 @@ def _derive(processor: Any, role: str) -> TurnMarkers:
     tokenizer = tokenizer_of(processor)
     rendered = _render_first(processor, role)
     sentinels = [sentinel for sentinel, owner in rendered.roles.items() if owner == role]
-    if any(sentinel not in rendered.starts for sentinel in sentinels):
-        _no_turn(processor, role, "it leaves that text out")
-    host = _host_before(rendered, sentinels)
-    if host is not None:
-        _no_turn(
-            processor,
-            role,
-            f"it writes that text inside the turn of the {host!r} message before it",
-        )
-    if _inside_assistant_turns(processor, rendered, sentinels):
-        _no_turn(processor, role, "it writes that text inside the assistant's turn")
+    _check_written_apart(processor, role, rendered, sentinels)
     marked = _marked_ids(tokenizer)
     end_id = _end_of_turn(processor, role, rendered, sentinels, marked)
     runs = [_run_before(rendered, sentinel) for sentinel in sentinels]
@@ -122,6 +112,36 @@ def _derive(processor: Any, role: str) -> TurnMarkers:
             role,
             f"the text before each such message differs and shares no special token: {pieces!r}",
         )
+    return _first_exact(processor, role, rendered, candidates, end_id)
+
+
+def _check_written_apart(
+    processor: Any, role: str, rendered: _Rendered, sentinels: list[str]
+) -> None:
+    """Refuse a role whose text is missing or sits inside another message's turn."""
+    if any(sentinel not in rendered.starts for sentinel in sentinels):
+        _no_turn(processor, role, "it leaves that text out")
+    host = _host_before(rendered, sentinels)
+    if host is not None:
+        _no_turn(
+            processor,
+            role,
+            f"it writes that text inside the turn of the {host!r} message before it",
+        )
+    if _inside_assistant_turns(processor, rendered, sentinels):
+        _no_turn(processor, role, "it writes that text inside the assistant's turn")
+
+
+def _first_exact(
+    processor: Any,
+    role: str,
+    rendered: _Rendered,
+    candidates: list[tuple[int, ...]],
+    end_id: int,
+) -> TurnMarkers:
+    """The first candidate whose scan marks exactly the role's sentinels."""
+    tokenizer = tokenizer_of(processor)
+    sentinels = [sentinel for sentinel, owner in rendered.roles.items() if owner == role]
     holders: set[str] = set()
     for marker in candidates:
         spans = _span_texts(rendered, TurnMarkers(assistant_marker=marker, end_of_turn_id=end_id))
