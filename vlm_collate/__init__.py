@@ -30,6 +30,7 @@ from .errors import (
     VLMCollateError,
 )
 from .gemma4 import Gemma4Collator, ThinkingChannelMarker
+from .generation import GenerationTagMask
 from .kimi_k25 import KimiK25VLCollator, PreExpandedImages
 from .kimi_vl import KimiTurnMarker, KimiVLCollator
 from .labels import (
@@ -49,6 +50,7 @@ from .nemotron_parse import NemotronParseCollator, PromptPrefixMask
 from .packed import NeatPackedCollator
 from .packing import PackResult, pack
 from .phi4mm import Phi4MMCollator, RoleTokenMarker
+from .policy import LabelPolicy, ReasoningMarkers
 from .pretokenize import PreTokenizedDataset, pretokenize
 from .pretokenized import PreTokenizedCollator, pretokenize_sample
 from .qwen import Qwen25VLCollator
@@ -70,11 +72,13 @@ __all__ = [
     "EmptyLabelsError",
     "FirstOf",
     "Gemma4Collator",
+    "GenerationTagMask",
     "IGNORE_INDEX",
     "ImStartMarker",
     "KimiK25VLCollator",
     "KimiTurnMarker",
     "KimiVLCollator",
+    "LabelPolicy",
     "LabelStrategy",
     "LabelStrategyError",
     "LegacyBPEMatch",
@@ -100,6 +104,7 @@ __all__ = [
     "Qwen3OmniCollator",
     "QwenOmniUtilsMedia",
     "QwenVLUtilsMedia",
+    "ReasoningMarkers",
     "RetriesExhaustedError",
     "RobustCollator",
     "RoleTokenMarker",
