@@ -27,6 +27,7 @@ import argparse
 import collections
 import cProfile
 import datetime
+import functools
 import gc
 import os
 import platform
@@ -51,6 +52,7 @@ from .labels import (
     labels_from_spans,
     naive_assistant_spans,
 )
+from .policy import LabelPolicy
 from .qwen import Qwen25VLCollator
 
 __all__ = [
@@ -425,6 +427,20 @@ def bench_labels(
     build = measure(
         lambda: strategy.build(input_ids, conversations, processor), repeat=repeat, warmup=warmup
     )
+    labels = strategy.build(input_ids, conversations, processor)
+    indices = list(range(len(conversations)))
+    policies = {
+        "turns='last', loss_weights": LabelPolicy(turns="last", loss_weights=True),
+        "roles='assistant,user'": LabelPolicy(roles="assistant,user"),
+    }
+    policy_times = {
+        name: measure(
+            functools.partial(policy.apply, labels, input_ids, conversations, indices, processor),
+            repeat=repeat,
+            warmup=warmup,
+        )
+        for name, policy in policies.items()
+    }
     lengths = encoded["attention_mask"].sum(dim=1).tolist()
     turns = sum(
         message["role"] == "assistant" for messages in conversations for message in messages
@@ -438,6 +454,7 @@ def bench_labels(
         _row("vectorised assistant_spans", fast),
         _row("naive_assistant_spans (per-token loop)", naive),
         _row("label_strategy.build (Qwen25VLCollator)", build),
+        *(_row(f"+ LabelPolicy({name}).apply", timing) for name, timing in policy_times.items()),
     ]
     expected_labels = labels_from_spans(input_ids, vectorised)
     seed_lines, seed_identical = _seed_label_lines(
