@@ -508,3 +508,155 @@ class TestConfiguration:
         assert (
             LabelPolicy(turns="last", reasoning_markers=ReasoningMarkers()) == collator.label_policy
         )
+
+
+def expected_role_turns(sample_index, conversation, *, roles, turns):
+    """The oracle for roles: ``[(text, role)]`` in message order (ChatML writes texts verbatim)."""
+    candidates = [m for m in conversation if m["role"] in roles]
+    picked = []
+    for message in conversation:
+        if message["role"] in roles:
+            position = candidates.index(message)
+            if turns == "all":
+                selected = True
+            elif turns == "last":
+                selected = position == len(candidates) - 1
+            elif isinstance(turns, int):
+                selected = position < turns
+            else:
+                selected = turns(sample_index, position, message)
+        else:
+            selected = False
+        if "train" in message:
+            selected = message["train"]
+        if selected and message.get("weight", 1.0) != 0:
+            picked.append((text_of(message), message["role"]))
+    return picked
+
+
+class TestRoles:
+    @given(
+        samples=flagged(examples(max_size=3, roles=("user", "tool"), with_system=True)),
+        roles=st.sets(st.sampled_from(["assistant", "user", "system", "tool"]), min_size=1),
+        turns=st.sampled_from(TURN_CHOICES),
+    )
+    def test_qwen_runs_are_the_selected_messages_of_every_role(self, samples, roles, turns):
+        """ChatML: runs are the texts of the selected messages of every asked role, in order."""
+        proc = processor("qwen2_5_vl")
+        collator = vc.Qwen25VLCollator(
+            processor=proc,
+            label_policy=LabelPolicy(roles=roles, turns=turns, loss_weights=True),
+            empty_labels="drop",
+        )
+        expected = {
+            index: expected_role_turns(index, sample["conversation"], roles=roles, turns=turns)
+            for index, sample in enumerate(samples)
+        }
+        if not any(expected.values()):
+            with pytest.raises(BatchError):
+                collator(samples)
+            return
+        batch = collator(samples)
+        kept = collator.last_report.kept
+        assert sorted(index for index, want in expected.items() if want) == kept
+        decoded = decoded_label_runs(batch["labels"], proc.tokenizer)
+        for row, index in enumerate(kept):
+            want = expected[index]
+            assert len(want) == len(decoded[row]), (want, decoded[row])
+            for run, (text, _) in zip(decoded[row], want, strict=True):
+                assert chatml_run_matches(run, text + "<|im_end|>"), (run, text)
+        assert torch.equal(batch["loss_weights"] == 0, batch["labels"] == IGNORE_INDEX)
+
+    def test_tool_response_blocks_are_tool_turns_on_qwen3(self):
+        """Qwen3-VL folds tool results into a user turn; each result is still its own tool turn."""
+        proc = processor("qwen3_vl")
+        call = {"type": "function", "function": {"name": "f", "arguments": {"x": 1}}}
+        sample = {
+            "conversation": [
+                {"role": "user", "content": "Call f twice."},
+                {"role": "assistant", "content": "", "tool_calls": [call, call]},
+                {"role": "tool", "content": "first result"},
+                {"role": "tool", "content": "second result", "train": False},
+                {"role": "assistant", "content": "Done."},
+            ]
+        }
+        collator = vc.Qwen25VLCollator(processor=proc, label_policy={"roles": "tool"})
+        runs = decoded_label_runs(collator([sample])["labels"], proc.tokenizer)[0]
+        # The template writes each result as "<tool_response>\n" + text + "\n</tool_response>".
+        assert ["first result\n</tool_response>"] == runs
+
+    def test_tool_calls_are_assistant_content(self):
+        """The template's <tool_call> block is labelled as part of the assistant turn."""
+        proc = processor("qwen3_vl")
+        call = {"type": "function", "function": {"name": "lookup", "arguments": {"q": "cat"}}}
+        sample = {
+            "conversation": [
+                {"role": "user", "content": "Look up cat."},
+                {"role": "assistant", "content": "Looking.", "tool_calls": [call]},
+                {"role": "tool", "content": "A small feline."},
+                {"role": "assistant", "content": "A cat is a small feline."},
+            ]
+        }
+        runs = decoded_label_runs(
+            vc.Qwen25VLCollator(processor=proc)([sample])["labels"], proc.tokenizer
+        )[0]
+        rendered = proc.apply_chat_template(sample["conversation"], tokenize=False)
+        first_turn = rendered.split("<|im_start|>assistant\n")[1].split("<|im_end|>")[0]
+        assert (
+            '<tool_call>\n{"name": "lookup", "arguments": {"q": "cat"}}\n</tool_call>' in first_turn
+        )
+        assert [first_turn + "<|im_end|>", "A cat is a small feline.<|im_end|>"] == runs
+
+    def test_gemma4_tool_responses_follow_the_tool_role(self):
+        """Gemma 4 writes tool responses inside the model turn: untrained unless 'tool' is a role."""
+        proc = processor("gemma4")
+        call = {"type": "function", "function": {"name": "weather", "arguments": {"city": "Paris"}}}
+        sample = {
+            "conversation": [
+                {"role": "user", "content": "Weather?"},
+                {"role": "assistant", "content": "", "tool_calls": [call]},
+                {"role": "tool", "content": "Sunny"},
+                {"role": "assistant", "content": "It is sunny."},
+            ]
+        }
+        plain = vc.Gemma4Collator(processor=proc)([sample])
+        with_tool = vc.Gemma4Collator(processor=proc, label_policy={"roles": "assistant,tool"})(
+            [sample]
+        )
+        plain_text = "".join(decoded_label_runs(plain["labels"], proc.tokenizer)[0])
+        tool_text = "".join(decoded_label_runs(with_tool["labels"], proc.tokenizer)[0])
+        assert "Sunny" not in plain_text
+        assert "<|tool_response>" not in plain_text
+        assert "Sunny" in tool_text
+        assert plain_text.endswith("It is sunny.<turn|>")
+
+    def test_role_without_a_turn_of_its_own_is_refused(self):
+        """Mistral folds the system prompt into a user turn: asking to train it says why."""
+        proc = processor("llava_next_mistral")
+        sample = {
+            "conversation": [
+                {"role": "system", "content": "Be brief."},
+                {"role": "user", "content": "Hi"},
+                {"role": "assistant", "content": "Hello."},
+            ]
+        }
+        collator = vc.DefaultCollator(processor=proc, label_policy={"roles": "assistant,system"})
+        with pytest.raises(vc.LabelStrategyError, match="system"):
+            collator([sample])
+
+    def test_mistral_user_turns(self):
+        """Mistral [INST] user turns are found from the template and trained with roles='user'."""
+        proc = processor("llava_next_mistral")
+        sample = {
+            "conversation": [
+                {"role": "user", "content": "First question"},
+                {"role": "assistant", "content": "First answer."},
+                {"role": "user", "content": "Second question"},
+                {"role": "assistant", "content": "Second answer."},
+            ]
+        }
+        collator = vc.DefaultCollator(processor=proc, label_policy={"roles": "user"})
+        runs = decoded_label_runs(collator([sample])["labels"], proc.tokenizer)[0]
+        assert ["First question", "Second question"] == [
+            run.removesuffix("[/INST]").strip() for run in runs
+        ]

@@ -350,6 +350,7 @@ class BaseCollator:
                 [sample.index for sample in samples],
                 self.processor,
                 reasoning_markers=self.reasoning_markers,
+                embedded_roles=frozenset({"tool"}) if self.embedded_tool_responses else frozenset(),
             )
         labels = self._untrain_tool_responses(labels, input_ids)
         untrained = self._attention_mask(batch) == 0

@@ -228,6 +228,7 @@ class LabelPolicy:
         processor: Any,
         *,
         reasoning_markers: ReasoningMarkers | None = None,
+        embedded_roles: frozenset[str] = frozenset(),
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Labels (and weights, when asked) after applying the policy.
 
@@ -239,6 +240,9 @@ class LabelPolicy:
             processor: The processor whose tokenizer made ``input_ids``.
             reasoning_markers: The family's reasoning delimiters, used when
                 the policy names none.
+            embedded_roles: Roles the template writes inside assistant turns
+                (Gemma 4's tool responses): they have no turns of their own to
+                find, and are trained or not with the turn that holds them.
         """
         weights = (
             torch.zeros(labels.shape, dtype=torch.float32, device=labels.device)
@@ -250,13 +254,13 @@ class LabelPolicy:
                 weights[labels != IGNORE_INDEX] = 1.0
             return labels, weights
         tokenizer = tokenizer_of(processor)
-        extra_roles = _flagged_roles(conversations) - self.roles
+        extra_roles = _flagged_roles(conversations) - self.roles - embedded_roles
         turns = find_turns(
             labels,
             input_ids,
             conversations,
             processor,
-            roles=self.roles | extra_roles,
+            roles=(self.roles | extra_roles) - embedded_roles,
             sample_indices=sample_indices,
         )
         block = self._reasoning_ids(tokenizer, reasoning_markers)
