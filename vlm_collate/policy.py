@@ -137,8 +137,8 @@ class LabelPolicy:
     Per-message keys in a sample override the policy for that message:
     ``"train": False`` never trains it, ``"train": True`` always does (even
     for a role not in ``roles``, when the template gives that role turns of
-    its own), and ``"weight": 0.5`` sets its loss weight (a weight of 0 is the
-    same as ``"train": False``).
+    its own), and ``"weight": 0.5`` sets its loss weight when ``loss_weights``
+    is on (a weight of 0 is the same as ``"train": False``, with or without it).
 
     Args:
         turns: Which candidate turns are trained: ``"all"``, ``"last"``, the
@@ -214,7 +214,16 @@ class LabelPolicy:
         if not self.selects_all:
             return True
         return any(
-            "train" in message or (self.loss_weights and "weight" in message)
+            "train" in message
+            or ("weight" in message and (self.loss_weights or message["weight"] == 0))
+            for conversation in conversations
+            for message in conversation
+        )
+
+    def ignores_weights(self, conversations: Sequence[Sequence[Mapping[str, Any]]]) -> bool:
+        """Whether messages carry non-zero weights that no ``loss_weights`` tensor will hold."""
+        return not self.loss_weights and any(
+            message.get("weight", 0) != 0
             for conversation in conversations
             for message in conversation
         )
@@ -450,7 +459,9 @@ def find_turns(
     Assistant turns are the labelled runs of ``labels``; other roles are
     found with markers derived from the chat template. When a row holds as
     many turns of a role as its sample has messages of that role, they are
-    matched in order; when the counts differ, a :class:`SampleError` says so
+    matched in order (assistant turns may also match the messages with text,
+    for strategies that find no turn for an empty answer); when the counts
+    differ, a :class:`SampleError` says so
     if the sample asks for per-message control, else the turns keep no
     message. ``sample_indices`` (each row's index in the caller's batch)
     name the sample in that error.
@@ -474,6 +485,11 @@ def find_turns(
             messages = [
                 index for index, message in enumerate(conversation) if message.get("role") == role
             ]
+            if len(runs) != len(messages) and role == "assistant":
+                # Strategies that search for answer texts find no turn for an empty answer.
+                written = [index for index in messages if _text_of(conversation[index])]
+                if len(runs) == len(written):
+                    messages = written
             matched = len(runs) == len(messages)
             if not matched and _asks_per_message(conversation, role):
                 msg = (
@@ -493,6 +509,15 @@ def find_turns(
         row_turns.sort(key=lambda turn: turn.start)
         result.append(row_turns)
     return result
+
+
+def _text_of(message: Mapping[str, Any]) -> str:
+    content = message.get("content")
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "".join(str(item.get("text", "")) for item in content if item.get("type") == "text")
+    return ""
 
 
 def _asks_per_message(conversation: Sequence[Mapping[str, Any]], role: str) -> bool:
