@@ -21,7 +21,7 @@ from vlm_collate.errors import BatchError, ConfigurationError, SampleError, Samp
 from vlm_collate.labels import IGNORE_INDEX
 from vlm_collate.media import media_token_ids
 from vlm_collate.policy import LabelPolicy, ReasoningMarkers
-from vlm_collate.testing import build_processor, decoded_label_runs, label_runs
+from vlm_collate.testing import FAMILIES, build_processor, decoded_label_runs, label_runs
 from vlm_collate.testing.strategies import answer_texts, examples, prompt_texts
 
 
@@ -660,3 +660,52 @@ class TestRoles:
         assert ["First question", "Second question"] == [
             run.removesuffix("[/INST]").strip() for run in runs
         ]
+
+
+REASONING_FAMILIES = {
+    "gemma4",
+    "kimi_k25",
+    "kimi_k25_remote",
+    "nemotron_omni",
+    "qwen3_omni",
+    "qwen3_vl_thinking",
+}
+
+
+class TestEveryFamily:
+    @pytest.mark.parametrize("family", sorted(FAMILIES))
+    def test_last_turn_without_end_token_and_reasoning(self, family):
+        """Every family's collator applies the policy: only the last answer's text is trained."""
+        from PIL import Image
+
+        proc = processor(family)
+        picture = Image.new("RGB", (64, 64), "red")
+        conversation = [
+            {
+                "role": "user",
+                "content": [
+                    {"type": "image", "image": picture},
+                    {"type": "text", "text": "Colour?"},
+                ],
+            },
+            {"role": "assistant", "content": "Red square."},
+            {"role": "user", "content": "Sure?"},
+            {"role": "assistant", "content": "Yes, quite sure.", "weight": 0.5},
+        ]
+        if family == "nemotron_parse":  # a page parser: one image, one target
+            conversation = conversation[:2]
+        options = {"dropped_keys": ()} if family == "phi4_mm" else {}
+        # Templates that write (possibly empty) reasoning blocks; the others' tokenizers
+        # have no reasoning tokens, and asking them for a reasoning policy is an error.
+        reasoning = "skip_empty" if family in REASONING_FAMILIES else "train"
+        policy = LabelPolicy(
+            turns="last", end_of_turn="never", reasoning=reasoning, loss_weights=True
+        )
+        collator = vc.collator_for(proc, label_policy=policy, **options)
+        batch = collator([{"conversation": conversation}])
+        runs = decoded_label_runs(batch["labels"], proc.tokenizer)
+        assert [[text_of(conversation[-1])]] == [[run.strip() for run in row] for row in runs]
+        trained = batch["labels"] != IGNORE_INDEX
+        weight = conversation[-1].get("weight", 1.0)
+        assert {weight} == set(batch["loss_weights"][trained].tolist())
+        assert not bool((batch["loss_weights"][~trained] != 0).any())
