@@ -13,7 +13,7 @@ import functools
 import pytest
 import torch
 from chat_helpers import chatml_run_matches, text_sample
-from hypothesis import given
+from hypothesis import assume, given
 from hypothesis import strategies as st
 
 import vlm_collate as vc
@@ -90,6 +90,16 @@ def flagged(draw, batches):
     return samples
 
 
+def repeats_an_answer(conversation) -> bool:
+    """Whether an assistant text occurs more than once in the rendered conversation."""
+    rendered = processor("qwen2_5_vl").apply_chat_template(conversation, tokenize=False)
+    return any(
+        rendered.count(text_of(message)) != 1
+        for message in conversation
+        if message["role"] == "assistant"
+    )
+
+
 def qwen_matches(run: str, text: str, with_end: bool) -> bool:
     return chatml_run_matches(run, text + ("<|im_end|>" if with_end else ""))
 
@@ -155,7 +165,11 @@ def check_batch(collator, samples, family, matches, *, turns, end_of_turn):
 
 qwen_flagged = flagged(examples(max_size=3, roles=("user", "tool")))
 mistral_flagged = flagged(examples(max_size=3, with_system=False, allow_empty_answers=False))
-legacy_flagged = flagged(examples(max_size=2, with_images=False, leading_newline=False))
+# LegacyBPEMatch cannot find empty or blank answers at all (its documented limit), with or
+# without a policy, so its batches hold answers with text.
+legacy_flagged = flagged(
+    examples(max_size=2, with_images=False, leading_newline=False, allow_empty_answers=False)
+)
 
 
 class TestTurnSelection:
@@ -203,6 +217,10 @@ class TestTurnSelection:
     )
     def test_every_strategy_and_first_of(self, samples, turns, end_of_turn, strategy):
         """ImStartMarker, DerivedTemplateMarker, LegacyBPEMatch and FirstOf all obey the policy."""
+        if strategy == "legacy":
+            # Searching for answer texts finds an answer that also occurs elsewhere in the
+            # rendered text there (LegacyBPEMatch's documented limit, with or without a policy).
+            assume(not any(repeats_an_answer(sample["conversation"]) for sample in samples))
         strategies = {
             "im_start": vc.ImStartMarker(),
             "derived": vc.DerivedTemplateMarker(),
@@ -534,6 +552,19 @@ def expected_role_turns(sample_index, conversation, *, roles, turns):
     return picked
 
 
+def tool_exchange(question, name, arguments, result, answer, *, preface=""):
+    """A user question, an assistant tool call, the tool's result and the final answer."""
+    call = {"type": "function", "function": {"name": name, "arguments": arguments}}
+    return {
+        "conversation": [
+            {"role": "user", "content": question},
+            {"role": "assistant", "content": preface, "tool_calls": [call]},
+            {"role": "tool", "content": result},
+            {"role": "assistant", "content": answer},
+        ]
+    }
+
+
 class TestRoles:
     @given(
         samples=flagged(examples(max_size=3, roles=("user", "tool"), with_system=True)),
@@ -588,15 +619,14 @@ class TestRoles:
     def test_tool_calls_are_assistant_content(self):
         """The template's <tool_call> block is labelled as part of the assistant turn."""
         proc = processor("qwen3_vl")
-        call = {"type": "function", "function": {"name": "lookup", "arguments": {"q": "cat"}}}
-        sample = {
-            "conversation": [
-                {"role": "user", "content": "Look up cat."},
-                {"role": "assistant", "content": "Looking.", "tool_calls": [call]},
-                {"role": "tool", "content": "A small feline."},
-                {"role": "assistant", "content": "A cat is a small feline."},
-            ]
-        }
+        sample = tool_exchange(
+            "Look up cat.",
+            "lookup",
+            {"q": "cat"},
+            "A small feline.",
+            "A cat is a small feline.",
+            preface="Looking.",
+        )
         runs = decoded_label_runs(
             vc.Qwen25VLCollator(processor=proc)([sample])["labels"], proc.tokenizer
         )[0]
@@ -610,15 +640,7 @@ class TestRoles:
     def test_gemma4_tool_responses_follow_the_tool_role(self):
         """Gemma 4 writes tool responses inside the model turn: untrained unless 'tool' is a role."""
         proc = processor("gemma4")
-        call = {"type": "function", "function": {"name": "weather", "arguments": {"city": "Paris"}}}
-        sample = {
-            "conversation": [
-                {"role": "user", "content": "Weather?"},
-                {"role": "assistant", "content": "", "tool_calls": [call]},
-                {"role": "tool", "content": "Sunny"},
-                {"role": "assistant", "content": "It is sunny."},
-            ]
-        }
+        sample = tool_exchange("Weather?", "weather", {"city": "Paris"}, "Sunny", "It is sunny.")
         plain = vc.Gemma4Collator(processor=proc)([sample])
         with_tool = vc.Gemma4Collator(processor=proc, label_policy={"roles": "assistant,tool"})(
             [sample]

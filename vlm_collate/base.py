@@ -26,6 +26,7 @@ from typing import Any, ClassVar, Literal
 import attrs
 import torch
 
+from ._validators import one_of as _one_of
 from .errors import (
     BatchError,
     ConfigurationError,
@@ -114,16 +115,6 @@ def _unsupported_media(sample: Sample, supported: frozenset[str]) -> Any:
             if kind in MEDIA_TYPES and kind not in supported:
                 return position, item_index, kind
     return None
-
-
-def _one_of(*choices: str):
-    def check(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
-        if value not in choices:
-            options = ", ".join(repr(choice) for choice in choices)
-            msg = f"'{attribute.name}' must be one of {options} (got {value!r})."
-            raise ConfigurationError(msg)
-
-    return check
 
 
 def _positive_or_none(instance: Any, attribute: attrs.Attribute, value: Any) -> None:

@@ -21,7 +21,13 @@ import attrs
 import torch
 
 from .errors import LabelStrategyError, TemplateError
-from .labels import IGNORE_INDEX, Conversations, LabelStrategy, tokenizer_of
+from .labels import (
+    IGNORE_INDEX,
+    Conversations,
+    LabelStrategy,
+    tokenize_with_offsets,
+    tokenizer_of,
+)
 from .template import render
 
 __all__ = ["GenerationTagMask", "align_token_ids", "has_generation_block"]
@@ -74,7 +80,7 @@ class GenerationTagMask(LabelStrategy):
         labels = torch.full_like(input_ids, IGNORE_INDEX)
         for row, conversation in enumerate(conversations):
             text, spans = _render_spans(render_tracked, processor, owners, conversation, row)
-            source, offsets = _tokenize_with_offsets(tokenizer, text)
+            source, offsets = tokenize_with_offsets(tokenizer, text, user="GenerationTagMask")
             marked = _tokens_in_spans(offsets, spans)
             if not marked:
                 continue
@@ -171,19 +177,6 @@ def _checked(
         )
         raise LabelStrategyError(msg)
     return text, sorted((int(start), int(stop)) for start, stop in spans)
-
-
-def _tokenize_with_offsets(tokenizer: Any, text: str) -> tuple[list[int], list[Span]]:
-    try:
-        encoded = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
-    except Exception as exc:  # slow tokenizers raise NotImplementedError, others vary
-        msg = (
-            f"GenerationTagMask needs token offsets, which {type(tokenizer).__name__} "
-            f"cannot give ({exc})."
-        )
-        raise LabelStrategyError(msg) from exc
-    offsets = [(int(start), int(stop)) for start, stop in encoded["offset_mapping"]]
-    return list(encoded["input_ids"]), offsets
 
 
 def _tokens_in_spans(offsets: Sequence[Span], spans: Sequence[Span]) -> list[int]:

@@ -14,7 +14,7 @@ import abc
 import functools
 import logging
 import weakref
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import attrs
@@ -34,8 +34,10 @@ __all__ = [
     "TurnMarkers",
     "assistant_spans",
     "labels_from_spans",
+    "message_text",
     "naive_assistant_spans",
     "single_token_id",
+    "tokenize_with_offsets",
     "tokenizer_of",
 ]
 
@@ -357,7 +359,7 @@ class DerivedTemplateMarker(MarkerStrategy):
             msg = f"DerivedTemplateMarker cannot render the template: {exc}"
             raise LabelStrategyError(msg) from exc
         header = _generation_header(without, with_header, getattr(tokenizer, "eos_token", None))
-        ids, offsets = _tokenize_with_offsets(tokenizer, text)
+        ids, offsets = tokenize_with_offsets(tokenizer, text)
         special = _special_ids(tokenizer)
         headers, ends = [], []
         for user, answer in zip(_USER_SENTINELS, _ANSWER_SENTINELS, strict=True):
@@ -412,16 +414,21 @@ def _generation_header(without: str, with_header: str, eos: str | None) -> str:
     return ""
 
 
-def _tokenize_with_offsets(tokenizer: Any, text: str) -> tuple[list[int], list[tuple[int, int]]]:
+def tokenize_with_offsets(
+    tokenizer: Any, text: str, *, user: str = "DerivedTemplateMarker"
+) -> tuple[list[int], list[tuple[int, int]]]:
+    """Token ids of ``text`` (no special tokens added) and each token's character span.
+
+    Raises :class:`LabelStrategyError`, naming ``user``, for tokenizers that
+    cannot give offsets (slow tokenizers).
+    """
     try:
         encoded = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
-    except Exception as exc:
-        msg = (
-            f"DerivedTemplateMarker needs token offsets, which {type(tokenizer).__name__} "
-            f"cannot give ({exc})."
-        )
+    except Exception as exc:  # slow tokenizers raise NotImplementedError, others vary
+        msg = f"{user} needs token offsets, which {type(tokenizer).__name__} cannot give ({exc})."
         raise LabelStrategyError(msg) from exc
-    return list(encoded["input_ids"]), [tuple(span) for span in encoded["offset_mapping"]]
+    offsets = [(int(start), int(stop)) for start, stop in encoded["offset_mapping"]]
+    return list(encoded["input_ids"]), offsets
 
 
 def _special_ids(tokenizer: Any) -> set[int]:
@@ -523,7 +530,7 @@ class LegacyBPEMatch(LabelStrategy):
         for message in conversation:
             if message.get("role") != "assistant":
                 continue
-            text = _assistant_text(message)
+            text = message_text(message)
             if not text:
                 continue
             found = _find(ids, _encode(tokenizer, text), cursor)
@@ -542,12 +549,13 @@ class LegacyBPEMatch(LabelStrategy):
         return spans
 
 
-def _assistant_text(message: dict[str, Any]) -> str:
+def message_text(message: Mapping[str, Any]) -> str:
+    """The text of a message: its string content, or its text items joined."""
     content = message.get("content")
     if isinstance(content, str):
         return content
     if isinstance(content, list):
-        return "".join(item.get("text", "") for item in content if item.get("type") == "text")
+        return "".join(str(item.get("text", "")) for item in content if item.get("type") == "text")
     return ""
 
 

@@ -25,12 +25,14 @@ from typing import Any, Literal
 import attrs
 import torch
 
+from ._validators import one_of
 from .errors import ConfigurationError, SampleError
 from .labels import (
     IGNORE_INDEX,
     TurnMarkers,
     _special_ids,
     assistant_spans,
+    message_text,
     single_token_id,
     tokenizer_of,
 )
@@ -107,16 +109,6 @@ def _check_turns(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
     raise ConfigurationError(msg)
 
 
-def _one_of(*choices: str):
-    def check(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
-        if value not in choices:
-            options = ", ".join(repr(choice) for choice in choices)
-            msg = f"'{attribute.name}' must be one of {options} (got {value!r})."
-            raise ConfigurationError(msg)
-
-    return check
-
-
 def _check_weight(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
     if value is not None and not callable(value):
         msg = (
@@ -167,10 +159,10 @@ class LabelPolicy:
     turns: TurnsChoice = attrs.field(default="all", validator=_check_turns)
     roles: frozenset[str] = attrs.field(default=frozenset({"assistant"}), converter=_to_roles)
     end_of_turn: EndOfTurnChoice = attrs.field(
-        default="always", validator=_one_of("always", "never", "last")
+        default="always", validator=one_of("always", "never", "last")
     )
     reasoning: ReasoningChoice = attrs.field(
-        default="train", validator=_one_of("train", "answer_only", "skip_empty")
+        default="train", validator=one_of("train", "answer_only", "skip_empty")
     )
     reasoning_markers: ReasoningMarkers | None = None
     loss_weights: bool = False
@@ -487,7 +479,7 @@ def find_turns(
             ]
             if len(runs) != len(messages) and role == "assistant":
                 # Strategies that search for answer texts find no turn for an empty answer.
-                written = [index for index in messages if _text_of(conversation[index])]
+                written = [index for index in messages if message_text(conversation[index])]
                 if len(runs) == len(written):
                     messages = written
             matched = len(runs) == len(messages)
@@ -509,15 +501,6 @@ def find_turns(
         row_turns.sort(key=lambda turn: turn.start)
         result.append(row_turns)
     return result
-
-
-def _text_of(message: Mapping[str, Any]) -> str:
-    content = message.get("content")
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return "".join(str(item.get("text", "")) for item in content if item.get("type") == "text")
-    return ""
 
 
 def _asks_per_message(conversation: Sequence[Mapping[str, Any]], role: str) -> bool:

@@ -96,15 +96,20 @@ class _Row:
         return self.tokens["input_ids"].shape[0]
 
 
-def _token_tensor(value: Any, key: str, index: int) -> torch.Tensor:
+def _one_dimensional(value: Any, key: str, index: int, items: str) -> torch.Tensor:
     try:
         tensor = torch.as_tensor(value)
     except (TypeError, ValueError, RuntimeError) as exc:
-        msg = f"'{key}' must be a 1-D tensor or list of ints (got {type(value).__name__})"
+        msg = f"'{key}' must be a 1-D tensor or list of {items} (got {type(value).__name__})"
         raise SampleTypeError(msg, sample_index=index) from exc
     if tensor.dim() != 1:
         msg = f"'{key}' must be 1-D (got shape {tuple(tensor.shape)})"
         raise SampleError(msg, sample_index=index)
+    return tensor
+
+
+def _token_tensor(value: Any, key: str, index: int) -> torch.Tensor:
+    tensor = _one_dimensional(value, key, index, "ints")
     if tensor.is_floating_point() or tensor.is_complex():
         msg = f"'{key}' must hold integers (got {tensor.dtype})"
         raise SampleTypeError(msg, sample_index=index)
@@ -113,14 +118,7 @@ def _token_tensor(value: Any, key: str, index: int) -> torch.Tensor:
 
 def _weights_tensor(value: Any, index: int) -> torch.Tensor:
     """Per-token loss weights as float32: 1-D, finite and >= 0."""
-    try:
-        tensor = torch.as_tensor(value)
-    except (TypeError, ValueError, RuntimeError) as exc:
-        msg = f"'{WEIGHTS_KEY}' must be a 1-D tensor or list of floats (got {type(value).__name__})"
-        raise SampleTypeError(msg, sample_index=index) from exc
-    if tensor.dim() != 1:
-        msg = f"'{WEIGHTS_KEY}' must be 1-D (got shape {tuple(tensor.shape)})"
-        raise SampleError(msg, sample_index=index)
+    tensor = _one_dimensional(value, WEIGHTS_KEY, index, "floats")
     if tensor.is_complex():
         msg = f"'{WEIGHTS_KEY}' must hold real numbers (got {tensor.dtype})"
         raise SampleTypeError(msg, sample_index=index)

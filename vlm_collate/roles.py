@@ -32,6 +32,7 @@ from .labels import (
     _whole_tokens,
     assistant_spans,
     merged_tail_ids,
+    tokenize_with_offsets,
     tokenizer_of,
 )
 from .template import render, text_content
@@ -233,15 +234,7 @@ def _render_either(processor: Any, messages: list[Message]) -> str:
 
 
 def _tokenized(processor: Any, text: str, messages: list[Message]) -> _Rendered:
-    tokenizer = tokenizer_of(processor)
-    try:
-        encoded = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
-    except Exception as exc:
-        msg = (
-            f"role_markers needs token offsets, which {type(tokenizer).__name__} cannot give "
-            f"({exc})."
-        )
-        raise LabelStrategyError(msg) from exc
+    ids, offsets = tokenize_with_offsets(tokenizer_of(processor), text, user="role_markers")
     roles = {}
     for message in messages:
         roles[message["content"]] = message["role"]
@@ -250,8 +243,8 @@ def _tokenized(processor: Any, text: str, messages: list[Message]) -> _Rendered:
     starts = {sentinel: text.find(sentinel) for sentinel in roles if sentinel in text}
     return _Rendered(
         text=text,
-        ids=list(encoded["input_ids"]),
-        offsets=[(int(left), int(right)) for left, right in encoded["offset_mapping"]],
+        ids=ids,
+        offsets=offsets,
         roles=roles,
         starts=starts,
     )
