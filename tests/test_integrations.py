@@ -414,6 +414,32 @@ class TestHydra:
         ]
 
 
+class TestHydraLabelPolicy:
+    def test_label_policy_from_a_plain_mapping(self, qwen_processor):
+        """A label_policy written as a YAML mapping (no _target_) becomes the same LabelPolicy."""
+        pytest.importorskip("hydra", reason="needs hydra-core: pip install hydra-core")
+        from hydra.utils import instantiate
+        from omegaconf import OmegaConf
+
+        config = OmegaConf.create(
+            """
+            _target_: vlm_collate.Qwen25VLCollator
+            label_policy:
+              turns: last
+              roles: [assistant, tool]
+              end_of_turn: never
+              loss_weights: true
+            """
+        )
+        built = instantiate(config, processor=qwen_processor)
+        expected = vc.LabelPolicy(
+            turns="last", roles={"assistant", "tool"}, end_of_turn="never", loss_weights=True
+        )
+        assert expected == built.label_policy
+        batch = built([chat_sample(0)])
+        assert torch.equal(batch["loss_weights"] == 0, batch["labels"] == vc.IGNORE_INDEX)
+
+
 class TestLoaderBenchmark:
     def test_quick_run_prints_every_figure(self):
         """The DataLoader benchmark's quick run exits 0 and prints throughput and ratios."""
