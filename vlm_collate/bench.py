@@ -525,9 +525,11 @@ def bench_collate(
     samples = collate_samples(writer, settings.collate_batch)
     conversations = _conversations(samples)
     collator = Qwen25VLCollator(processor=processor)
+    with_policy = Qwen25VLCollator(processor=processor, label_policy=_BENCH_POLICY)
     candidates: dict[str, Callable[[], Any]] = {
         "floor": lambda: _floor_call(processor, conversations),
         "collator": lambda: collator(samples),
+        "policy": lambda: with_policy(samples),
     }
     if seed_module is not None:
         candidates["seed"] = lambda: seed_module.qwen2_5_collate_fn(samples, processor)
@@ -543,6 +545,7 @@ def bench_collate(
         _TABLE_HEADER,
         _row("floor: apply_chat_template x N + processor()", base),
         _row("Qwen25VLCollator(processor=p)(samples)", ours),
+        _row("  with label_policy (last turn, loss weights)", timings["policy"]),
     ]
     if "seed" in timings:
         lines.append(_row("seed qwen2_5_collate_fn(samples, p)", timings["seed"]))
@@ -554,6 +557,10 @@ def bench_collate(
         f"{_percent_above(ours.best, base.best):+.1f}%, CPU time "
         f"{_percent_above(ours.cpu_median, base.cpu_median):+.1f}%"
     )
+    lines.append(
+        f"label policy: turns='last', loss_weights=True costs "
+        f"{_percent_above(timings['policy'].median, ours.median):+.1f}% over the default policy"
+    )
     lines += _contention_warning(base)
     if "seed" in timings:
         lines += _seed_collate_lines(seed_module, samples, processor, collator, timings)
@@ -562,6 +569,8 @@ def bench_collate(
         lines += profile_collator(collator, samples, processor, runs=max(settings.repeat, 5))
     return lines
 
+
+_BENCH_POLICY = LabelPolicy(turns="last", loss_weights=True)
 
 # Undisturbed, a single-threaded run's wall time is within a few percent of its CPU time.
 _CONTENDED_RATIO = 1.2

@@ -468,12 +468,13 @@ def find_turns(
         markers = role_markers(processor, role)
         spans[role] = assistant_spans(input_ids, markers)
         ends[role] = markers.end_of_turn_id
+    runs_of = {role: _runs(mask) for role, mask in spans.items()}
     result = []
     for row, conversation in enumerate(conversations):
         row_turns: list[Turn] = []
         ids = input_ids[row].tolist()
-        for role, mask in spans.items():
-            runs = _runs(mask[row])
+        for role in spans:
+            runs = runs_of[role][row]
             messages = [
                 index for index, message in enumerate(conversation) if message.get("role") == role
             ]
@@ -510,12 +511,14 @@ def _asks_per_message(conversation: Sequence[Mapping[str, Any]], role: str) -> b
     )
 
 
-def _runs(mask: torch.Tensor) -> list[tuple[int, int]]:
-    """``(start, stop)`` of each maximal run of True in a 1-D bool tensor."""
-    if mask.numel() == 0:
-        return []
-    padded = torch.cat([mask.new_zeros(1), mask, mask.new_zeros(1)]).to(torch.int8)
-    edges = padded.diff()
-    starts = (edges == 1).nonzero().flatten().tolist()
-    stops = (edges == -1).nonzero().flatten().tolist()
-    return list(zip(starts, stops, strict=True))
+def _runs(mask: torch.Tensor) -> list[list[tuple[int, int]]]:
+    """``(start, stop)`` of each maximal run of True, per row of a ``[B, L]`` bool tensor."""
+    rows = mask.shape[0]
+    border = mask.new_zeros((rows, 1))
+    edges = torch.cat([border, mask, border], dim=1).to(torch.int8).diff(dim=1)
+    starts = (edges == 1).nonzero().tolist()  # row-major, so runs come out in order
+    stops = (edges == -1).nonzero().tolist()
+    runs: list[list[tuple[int, int]]] = [[] for _ in range(rows)]
+    for (row, start), (_, stop) in zip(starts, stops, strict=True):
+        runs[row].append((start, stop))
+    return runs
