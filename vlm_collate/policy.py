@@ -268,7 +268,7 @@ class LabelPolicy:
         out = torch.full_like(labels, IGNORE_INDEX)
         for row, row_turns in enumerate(turns):
             conversation = conversations[row]
-            chosen = self._choose(row_turns, conversation, sample_indices[row], extra_roles)
+            chosen = self._choose(row_turns, conversation, sample_indices[row])
             last = chosen[-1][0] if chosen else None
             ids = input_ids[row]
             for turn, weight in chosen:
@@ -293,24 +293,25 @@ class LabelPolicy:
         turns: Sequence[Turn],
         conversation: Sequence[Mapping[str, Any]],
         sample_index: int,
-        extra_roles: frozenset[str],
     ) -> list[tuple[Turn, float]]:
+        """The turns to train, each with its weight, in order."""
         candidates = [turn for turn in turns if turn.role in self.roles]
+        positions = {id(turn): position for position, turn in enumerate(candidates)}
         chosen = []
         for turn in turns:
             message = _message_of(conversation, turn)
             flag = message.get("train") if message is not None else None
-            if turn.role in self.roles:
-                position = candidates.index(turn)
-                selected = self._selected(position, len(candidates), sample_index, message)
-            else:
-                selected = False
-            if flag is not None:
+            position = positions.get(id(turn))
+            if flag is not None:  # the sample's own flag wins; the rule is not consulted
                 selected = bool(flag)
+            else:
+                selected = position is not None and self._selected(
+                    position, len(candidates), sample_index, message
+                )
             if not selected:
                 continue
-            if turn.role in self.roles:
-                weight = self._weight(sample_index, candidates.index(turn), message)
+            if position is not None:
+                weight = self._weight(sample_index, position, message)
             else:  # trained only by its own "train" flag: its own weight or 1
                 weight = float(message.get("weight", 1.0)) if message is not None else 1.0
             if weight == 0.0:
