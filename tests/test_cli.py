@@ -156,12 +156,14 @@ class TestInspectLabelPolicy:
             span.lstrip("\n") for span in spans
         ]
 
-    def test_end_of_turn_never(self):
-        """--end-of-turn never trains the answers without their <|im_end|>."""
-        status, output, _ = run("inspect", "--no-color", "--end-of-turn", "never")
+    @pytest.mark.parametrize("option", ["--train-on-end-of-turn", "--end-of-turn"])
+    def test_end_of_turn_never(self, option):
+        """--train-on-end-of-turn never (or --end-of-turn) trains answers without <|im_end|>."""
+        status, output, _ = run("inspect", "--no-color", option, "never")
         spans = trained_spans(output)
         assert 0 == status
         assert assistant_texts(read_example()) == [span.lstrip("\n") for span in spans]
+        assert "train_on_end_of_turn='never'" in output
 
     def test_loss_weights_are_shown(self):
         """--loss-weights marks a run whose message weight is not 1 with {w=...}."""

@@ -14,7 +14,13 @@ from vlm_collate.testing import build_processor, decoded_label_runs
 SEED_SIGNATURES = {
     "build_labels": ["input_ids_batch", "conversations", "processor"],
     "build_labels_from_template": ["input_ids_batch", "conversations", "processor"],
-    "default_collate_fn": ["examples", "processor", "max_length", "drop_overlong", "_post_tokenize_hook"],
+    "default_collate_fn": [
+        "examples",
+        "processor",
+        "max_length",
+        "drop_overlong",
+        "_post_tokenize_hook",
+    ],
     "gemma4_inject_thinking_prefix": ["batch", "processor"],
     "gemma4_prefix_collate_fn": ["examples", "processor", "max_length"],
     "kimi_k25_vl_collate_fn": ["examples", "processor", "max_length", "drop_overlong"],
@@ -30,9 +36,14 @@ SEED_SIGNATURES = {
     "qwen3_omni_collate_fn": ["examples", "processor", "use_audio_in_video"],
 }
 SEED_REGISTRY_KEYS = {
-    "KimiK25Processor", "KimiVLProcessor", "LlavaOneVisionProcessor",
-    "NemotronH_Nano_Omni_Reasoning_V3Processor", "NemotronParseProcessor",
-    "Qwen2_5_VLProcessor", "Qwen3OmniMoeProcessor", "default",
+    "KimiK25Processor",
+    "KimiVLProcessor",
+    "LlavaOneVisionProcessor",
+    "NemotronH_Nano_Omni_Reasoning_V3Processor",
+    "NemotronParseProcessor",
+    "Qwen2_5_VLProcessor",
+    "Qwen3OmniMoeProcessor",
+    "default",
 }
 
 
@@ -40,7 +51,12 @@ def chat(answer: str = "A red box.", image: bool = True) -> dict:
     content = [{"type": "text", "text": "What is in the picture?"}]
     if image:
         content.insert(0, {"type": "image", "image": Image.new("RGB", (64, 48), "red")})
-    return {"conversation": [{"role": "user", "content": content}, {"role": "assistant", "content": answer}]}
+    return {
+        "conversation": [
+            {"role": "user", "content": content},
+            {"role": "assistant", "content": answer},
+        ]
+    }
 
 
 class TestSignatures:
@@ -76,7 +92,9 @@ class TestFunctionsRun:
     def test_kimi_k25_pads_to_max_length(self):
         """kimi_k25_vl_collate_fn gives fixed-length rows (max_length before the shift)."""
         processor = build_processor("kimi_k25")
-        batch = compat.kimi_k25_vl_collate_fn([chat(), chat(image=False)], processor, max_length=256)
+        batch = compat.kimi_k25_vl_collate_fn(
+            [chat(), chat(image=False)], processor, max_length=256
+        )
         assert (2, 255) == tuple(batch["input_ids"].shape)
         assert [1, 0] == batch["n_images_per_sample"].tolist()
 
@@ -86,12 +104,20 @@ class TestFunctionsRun:
         conversation = chat(image=False)["conversation"]
         batch = dict(
             processor.apply_chat_template(
-                [conversation], tokenize=True, return_dict=True, return_tensors="pt", processor_kwargs={"padding": True}
+                [conversation],
+                tokenize=True,
+                return_dict=True,
+                return_tensors="pt",
+                processor_kwargs={"padding": True},
             )
         )
         before = processor.tokenizer.decode(batch["input_ids"][0])
-        after = processor.tokenizer.decode(compat.gemma4_inject_thinking_prefix(batch, processor)["input_ids"][0])
-        assert before.replace("<|turn>model\n", "<|turn>model\n<|channel>thought\n<channel|>") == after
+        after = processor.tokenizer.decode(
+            compat.gemma4_inject_thinking_prefix(batch, processor)["input_ids"][0]
+        )
+        assert (
+            before.replace("<|turn>model\n", "<|turn>model\n<|channel>thought\n<channel|>") == after
+        )
 
 
 class TestPreTokenizedAndRobust:

@@ -441,7 +441,16 @@ class TestLastReportOnFailure:
         from vlm_collate.testing import build_processor
 
         collator = vc.Qwen25VLCollator(processor=build_processor("qwen2_5_vl"), empty_labels="drop")
-        collator([{"conversation": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]}])
+        collator(
+            [
+                {
+                    "conversation": [
+                        {"role": "user", "content": "a"},
+                        {"role": "assistant", "content": "b"},
+                    ]
+                }
+            ]
+        )
         with pytest.raises(vc.BatchError):
             collator([{"conversation": [{"role": "user", "content": "no answer"}]}] * 2)
         assert 2 == collator.last_report.batch_size
@@ -463,7 +472,12 @@ class TestDatasetsForms:
             {"type": "image", "image": {"bytes": buffer.getvalue(), "path": None}, "text": None},
             {"type": "text", "text": "Hi", "image": None},
         ]
-        sample = {"conversation": [{"role": "user", "content": content}, {"role": "assistant", "content": "Yo"}]}
+        sample = {
+            "conversation": [
+                {"role": "user", "content": content},
+                {"role": "assistant", "content": "Yo"},
+            ]
+        }
         batch = vc.Qwen25VLCollator(processor=processor)([sample])
         assert [1] == batch["n_images_per_sample"].tolist()
         assert 1 == batch["image_grid_thw"].shape[0]

@@ -427,13 +427,16 @@ class TestHydraLabelPolicy:
             label_policy:
               turns: last
               roles: [assistant, tool]
-              end_of_turn: never
+              train_on_end_of_turn: never
               loss_weights: true
             """
         )
         built = instantiate(config, processor=qwen_processor)
         expected = vc.LabelPolicy(
-            turns="last", roles={"assistant", "tool"}, end_of_turn="never", loss_weights=True
+            turns="last",
+            roles={"assistant", "tool"},
+            train_on_end_of_turn="never",
+            loss_weights=True,
         )
         assert expected == built.label_policy
         batch = built([chat_sample(0)])

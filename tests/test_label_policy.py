@@ -45,7 +45,7 @@ def every_other(sample_index, turn_index, message):
 TURN_CHOICES = ("all", "last", 1, 2, every_other)
 
 
-def expected_turns(sample_index, conversation, *, turns, end_of_turn):
+def expected_turns(sample_index, conversation, *, turns, train_on_end_of_turn):
     """The oracle: ``[(assistant text, weight, with end token)]`` the policy selects, in order."""
     assistant = [m for m in conversation if m["role"] == "assistant"]
     picked = []
@@ -63,10 +63,10 @@ def expected_turns(sample_index, conversation, *, turns, end_of_turn):
         weight = message.get("weight", 1.0)
         if selected and weight != 0:
             picked.append([text_of(message), float(weight), True])
-    if end_of_turn == "never":
+    if train_on_end_of_turn == "never":
         for turn in picked:
             turn[2] = False
-    elif end_of_turn == "last":
+    elif train_on_end_of_turn == "last":
         for turn in picked[:-1]:
             turn[2] = False
     return picked
@@ -115,13 +115,16 @@ def decodes_to_nothing(text: str, with_end: bool, family: str) -> bool:
     return text.strip() == "" if family == "llava_next_mistral" else text == ""
 
 
-def check_batch(collator, samples, family, matches, *, turns, end_of_turn):
+def check_batch(collator, samples, family, matches, *, turns, train_on_end_of_turn):
     """Collate, then compare every kept row's runs (and weights) with the oracle."""
     expected = {
         index: [
             turn
             for turn in expected_turns(
-                index, sample["conversation"], turns=turns, end_of_turn=end_of_turn
+                index,
+                sample["conversation"],
+                turns=turns,
+                train_on_end_of_turn=train_on_end_of_turn,
             )
             if not decodes_to_nothing(turn[0], turn[2], family)
         ]
@@ -176,27 +179,36 @@ class TestTurnSelection:
     @given(
         samples=qwen_flagged,
         turns=st.sampled_from(TURN_CHOICES),
-        end_of_turn=st.sampled_from(["always", "never", "last"]),
+        train_on_end_of_turn=st.sampled_from(["always", "never", "last"]),
         weights=st.booleans(),
     )
-    def test_qwen_runs_equal_selected_texts(self, samples, turns, end_of_turn, weights):
+    def test_qwen_runs_equal_selected_texts(self, samples, turns, train_on_end_of_turn, weights):
         """Qwen2 vocabulary: runs are the selected assistant texts (end token per policy), in order."""
-        policy = LabelPolicy(turns=turns, end_of_turn=end_of_turn, loss_weights=weights)
+        policy = LabelPolicy(
+            turns=turns, train_on_end_of_turn=train_on_end_of_turn, loss_weights=weights
+        )
         collator = vc.Qwen25VLCollator(
             processor=processor("qwen2_5_vl"), label_policy=policy, empty_labels="drop"
         )
         check_batch(
-            collator, samples, "qwen2_5_vl", qwen_matches, turns=turns, end_of_turn=end_of_turn
+            collator,
+            samples,
+            "qwen2_5_vl",
+            qwen_matches,
+            turns=turns,
+            train_on_end_of_turn=train_on_end_of_turn,
         )
 
     @given(
         samples=mistral_flagged,
         turns=st.sampled_from(TURN_CHOICES),
-        end_of_turn=st.sampled_from(["always", "never", "last"]),
+        train_on_end_of_turn=st.sampled_from(["always", "never", "last"]),
     )
-    def test_mistral_runs_equal_selected_texts(self, samples, turns, end_of_turn):
+    def test_mistral_runs_equal_selected_texts(self, samples, turns, train_on_end_of_turn):
         """Mistral SentencePiece ([/INST] marker derived from the template): the same property."""
-        policy = LabelPolicy(turns=turns, end_of_turn=end_of_turn, loss_weights=True)
+        policy = LabelPolicy(
+            turns=turns, train_on_end_of_turn=train_on_end_of_turn, loss_weights=True
+        )
         collator = vc.DefaultCollator(
             processor=processor("llava_next_mistral"), label_policy=policy, empty_labels="drop"
         )
@@ -206,16 +218,16 @@ class TestTurnSelection:
             "llava_next_mistral",
             mistral_matches,
             turns=turns,
-            end_of_turn=end_of_turn,
+            train_on_end_of_turn=train_on_end_of_turn,
         )
 
     @given(
         samples=legacy_flagged,
         turns=st.sampled_from(TURN_CHOICES),
-        end_of_turn=st.sampled_from(["always", "never", "last"]),
+        train_on_end_of_turn=st.sampled_from(["always", "never", "last"]),
         strategy=st.sampled_from(["im_start", "derived", "legacy", "first_of"]),
     )
-    def test_every_strategy_and_first_of(self, samples, turns, end_of_turn, strategy):
+    def test_every_strategy_and_first_of(self, samples, turns, train_on_end_of_turn, strategy):
         """ImStartMarker, DerivedTemplateMarker, LegacyBPEMatch and FirstOf all obey the policy."""
         if strategy == "legacy":
             # Searching for answer texts finds an answer that also occurs elsewhere in the
@@ -230,25 +242,34 @@ class TestTurnSelection:
         collator = vc.Qwen25VLCollator(
             processor=processor("qwen2_5_vl"),
             label_strategy=strategies[strategy],
-            label_policy=LabelPolicy(turns=turns, end_of_turn=end_of_turn, loss_weights=True),
+            label_policy=LabelPolicy(
+                turns=turns, train_on_end_of_turn=train_on_end_of_turn, loss_weights=True
+            ),
             empty_labels="drop",
         )
         check_batch(
-            collator, samples, "qwen2_5_vl", qwen_matches, turns=turns, end_of_turn=end_of_turn
+            collator,
+            samples,
+            "qwen2_5_vl",
+            qwen_matches,
+            turns=turns,
+            train_on_end_of_turn=train_on_end_of_turn,
         )
 
     @given(
         samples=flagged(examples(max_size=3)),
         turns=st.sampled_from(TURN_CHOICES),
-        end_of_turn=st.sampled_from(["always", "never", "last"]),
+        train_on_end_of_turn=st.sampled_from(["always", "never", "last"]),
         left=st.booleans(),
     )
-    def test_never_labels_padding_or_media(self, samples, turns, end_of_turn, left):
+    def test_never_labels_padding_or_media(self, samples, turns, train_on_end_of_turn, left):
         """Under any policy, no label sits on padding or on a media placeholder."""
         proc = processor("qwen2_5_vl")
         collator = vc.Qwen25VLCollator(
             processor=proc,
-            label_policy=LabelPolicy(turns=turns, end_of_turn=end_of_turn, loss_weights=True),
+            label_policy=LabelPolicy(
+                turns=turns, train_on_end_of_turn=train_on_end_of_turn, loss_weights=True
+            ),
             empty_labels="warn",
             padding_side="left" if left else "right",
             shift_labels=False,
@@ -307,9 +328,13 @@ class TestTurnSelectionExamples:
         assert [(0, 0, "Answer one."), (0, 1, "Answer two."), (0, 2, "Answer three.")] == seen
 
     def test_end_of_turn_never_and_last(self):
-        """end_of_turn='never' drops every <|im_end|>; 'last' keeps only the last trained one."""
-        assert ["Answer one.", "Answer two.", "Answer three."] == self.runs(end_of_turn="never")
-        assert ["Answer one.", "Answer two.<|im_end|>"] == self.runs(turns=2, end_of_turn="last")
+        """train_on_end_of_turn='never' drops every <|im_end|>; 'last' keeps only the last trained one."""
+        assert ["Answer one.", "Answer two.", "Answer three."] == self.runs(
+            train_on_end_of_turn="never"
+        )
+        assert ["Answer one.", "Answer two.<|im_end|>"] == self.runs(
+            turns=2, train_on_end_of_turn="last"
+        )
 
     def test_roles_accepts_a_comma_separated_string(self):
         """roles='assistant' as a string equals the default set."""
@@ -505,7 +530,7 @@ class TestConfiguration:
             {"turns": 0},
             {"turns": "first"},
             {"turns": True},
-            {"end_of_turn": "sometimes"},
+            {"train_on_end_of_turn": "sometimes"},
             {"reasoning": "hide"},
             {"roles": ""},
             {"weight": 0.5},
@@ -721,7 +746,7 @@ class TestEveryFamily:
         # have no reasoning tokens, and asking them for a reasoning policy is an error.
         reasoning = "skip_empty" if family in REASONING_FAMILIES else "train"
         policy = LabelPolicy(
-            turns="last", end_of_turn="never", reasoning=reasoning, loss_weights=True
+            turns="last", train_on_end_of_turn="never", reasoning=reasoning, loss_weights=True
         )
         collator = vc.collator_for(proc, label_policy=policy, **options)
         batch = collator([{"conversation": conversation}])

@@ -262,9 +262,18 @@ class TestImStartMarkerTemplateCheck:
         processor = build_processor("qwen2_5_vl", chat_template=template)
         with pytest.raises(vc.LabelStrategyError, match="does not write"):
             vc.ImStartMarker().markers(processor)
-        sample = {"conversation": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello."}, {"role": "user", "content": "Bye"}, {"role": "assistant", "content": "Ciao."}]}
+        sample = {
+            "conversation": [
+                {"role": "user", "content": "Hi"},
+                {"role": "assistant", "content": "Hello."},
+                {"role": "user", "content": "Bye"},
+                {"role": "assistant", "content": "Ciao."},
+            ]
+        }
         batch = vc.Qwen25VLCollator(processor=processor)([sample])
-        assert [["Hello.<|endoftext|>", "Ciao.<|endoftext|>"]] == decoded_label_runs(batch["labels"], processor.tokenizer)
+        assert [["Hello.<|endoftext|>", "Ciao.<|endoftext|>"]] == decoded_label_runs(
+            batch["labels"], processor.tokenizer
+        )
 
 
 class TestDerivedMarkerEosTemplates:
@@ -285,11 +294,20 @@ class TestSkipEmptyThink:
         from vlm_collate.testing import build_processor
 
         processor = build_processor("qwen3_vl_thinking")
-        strategy = vc.SkipEmptyThink(vc.FirstOf(vc.ImStartMarker(), vc.DerivedTemplateMarker()), blank_after=True)
-        sample = {"conversation": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello."}]}
+        strategy = vc.SkipEmptyThink(
+            vc.FirstOf(vc.ImStartMarker(), vc.DerivedTemplateMarker()), blank_after=True
+        )
+        sample = {
+            "conversation": [
+                {"role": "user", "content": "Hi"},
+                {"role": "assistant", "content": "Hello."},
+            ]
+        }
         plain = vc.Qwen25VLCollator(processor=processor)([sample])
         skipped = vc.Qwen25VLCollator(processor=processor, label_strategy=strategy)([sample])
-        assert [["<think>\n\n</think>\n\nHello.<|im_end|>"]] == decoded_label_runs(plain["labels"], processor.tokenizer)
+        assert [["<think>\n\n</think>\n\nHello.<|im_end|>"]] == decoded_label_runs(
+            plain["labels"], processor.tokenizer
+        )
         assert [["Hello.<|im_end|>"]] == decoded_label_runs(skipped["labels"], processor.tokenizer)
 
     def test_reasoning_stays_trained(self):
@@ -298,6 +316,13 @@ class TestSkipEmptyThink:
 
         processor = build_processor("qwen3_vl_thinking")
         strategy = vc.SkipEmptyThink(vc.ImStartMarker(), blank_after=True)
-        sample = {"conversation": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "<think>\nwave\n</think>\n\nHello."}]}
+        sample = {
+            "conversation": [
+                {"role": "user", "content": "Hi"},
+                {"role": "assistant", "content": "<think>\nwave\n</think>\n\nHello."},
+            ]
+        }
         batch = vc.Qwen25VLCollator(processor=processor, label_strategy=strategy)([sample])
-        assert [["<think>\nwave\n</think>\n\nHello.<|im_end|>"]] == decoded_label_runs(batch["labels"], processor.tokenizer)
+        assert [["<think>\nwave\n</think>\n\nHello.<|im_end|>"]] == decoded_label_runs(
+            batch["labels"], processor.tokenizer
+        )

@@ -262,21 +262,42 @@ class TestUnsupportedModalities:
     def test_video_for_a_processor_without_video_support(self, mistral_processor, tmp_path):
         """A video sent to a processor that cannot take videos is refused, not silently dropped."""
         clip = write_video(tmp_path / "clip.mp4")
-        with pytest.raises(vc.MediaError, match=r"sample 0, message 0, item 0: LlavaNextProcessor cannot take video"):
+        with pytest.raises(
+            vc.MediaError,
+            match=r"sample 0, message 0, item 0: LlavaNextProcessor cannot take video",
+        ):
             vc.DefaultCollator(processor=mistral_processor)([video_sample(str(clip))])
 
     def test_audio_for_a_vision_processor(self, qwen_processor):
         """Audio for Qwen2.5-VL (no feature extractor) is refused with its place."""
-        sample = {"conversation": [{"role": "user", "content": [{"type": "audio", "audio": np.zeros(1600)}, {"type": "text", "text": "?"}]}, {"role": "assistant", "content": "Silence."}]}
+        sample = {
+            "conversation": [
+                {
+                    "role": "user",
+                    "content": [
+                        {"type": "audio", "audio": np.zeros(1600)},
+                        {"type": "text", "text": "?"},
+                    ],
+                },
+                {"role": "assistant", "content": "Silence."},
+            ]
+        }
         with pytest.raises(vc.MediaError, match="cannot take audio"):
             vc.Qwen25VLCollator(processor=qwen_processor)([sample])
 
     def test_drop_policy_reports_the_sample(self, mistral_processor, tmp_path):
         """unsupported_media='drop' leaves the sample out and reports why."""
         clip = write_video(tmp_path / "clip.mp4")
-        text_only = {"conversation": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello."}]}
+        text_only = {
+            "conversation": [
+                {"role": "user", "content": "Hi"},
+                {"role": "assistant", "content": "Hello."},
+            ]
+        }
         collator = vc.DefaultCollator(processor=mistral_processor, unsupported_media="drop")
         batch = collator([video_sample(str(clip)), text_only])
         assert [1] == collator.last_report.kept
-        assert [(0, "unsupported_media")] == [(d.index, d.reason) for d in collator.last_report.dropped]
+        assert [(0, "unsupported_media")] == [
+            (d.index, d.reason) for d in collator.last_report.dropped
+        ]
         assert [["Hello.</s>"]] == decoded_label_runs(batch["labels"], mistral_processor.tokenizer)

@@ -125,7 +125,9 @@ def _add_inspect(commands: Any) -> None:
         help="roles whose turns are trained, e.g. assistant,tool (default: assistant)",
     )
     policy.add_argument(
+        "--train-on-end-of-turn",
         "--end-of-turn",
+        dest="train_on_end_of_turn",
         choices=("always", "never", "last"),
         default="always",
         help="train each turn's end token: always (default), never, or for the last turn only",
@@ -193,7 +195,7 @@ def _inspect(options: argparse.Namespace) -> int:
         "label_policy": {
             "turns": options.turns,
             "roles": options.roles,
-            "end_of_turn": options.end_of_turn,
+            "train_on_end_of_turn": options.train_on_end_of_turn,
             "reasoning": options.reasoning,
             "loss_weights": options.loss_weights,
         },

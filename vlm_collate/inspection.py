@@ -312,7 +312,7 @@ def _policy_options(collator: BaseCollator) -> dict[str, Any]:
         return {}
     shown = {}
     default = type(policy)()
-    for name in ("turns", "roles", "end_of_turn", "reasoning", "loss_weights"):
+    for name in ("turns", "roles", "train_on_end_of_turn", "reasoning", "loss_weights"):
         value = getattr(policy, name)
         if value != getattr(default, name):
             if name == "roles":

@@ -140,7 +140,7 @@ class LabelPolicy:
             sample's position in the batch the caller passed in.
         roles: Roles whose turns are candidates (``"assistant"`` by default);
             a comma-separated string or an iterable.
-        end_of_turn: ``"always"`` trains each turn's end-of-turn token,
+        train_on_end_of_turn: ``"always"`` trains each turn's end-of-turn token,
             ``"never"`` none, ``"last"`` only the last trained turn's.
         reasoning: For answers that open with a reasoning block: ``"train"``
             trains what the label strategy labels, ``"answer_only"`` leaves
@@ -158,7 +158,7 @@ class LabelPolicy:
 
     turns: TurnsChoice = attrs.field(default="all", validator=_check_turns)
     roles: frozenset[str] = attrs.field(default=frozenset({"assistant"}), converter=_to_roles)
-    end_of_turn: EndOfTurnChoice = attrs.field(
+    train_on_end_of_turn: EndOfTurnChoice = attrs.field(
         default="always", validator=one_of("always", "never", "last")
     )
     reasoning: ReasoningChoice = attrs.field(
@@ -196,7 +196,7 @@ class LabelPolicy:
         return (
             self.turns == "all"
             and self.roles == frozenset({"assistant"})
-            and self.end_of_turn == "always"
+            and self.train_on_end_of_turn == "always"
             and self.reasoning == "train"
             and self.weight is None
         )
@@ -274,7 +274,8 @@ class LabelPolicy:
             for turn, weight in chosen:
                 stop = turn.stop
                 if turn.has_end and (
-                    self.end_of_turn == "never" or (self.end_of_turn == "last" and turn is not last)
+                    self.train_on_end_of_turn == "never"
+                    or (self.train_on_end_of_turn == "last" and turn is not last)
                 ):
                     stop -= 1
                 out[row, turn.start : stop] = ids[turn.start : stop]
