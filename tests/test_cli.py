@@ -382,7 +382,8 @@ class TestInspectErrors:
 
 class TestRenderText:
     @pytest.fixture(scope="class")
-    def result(self, qwen_processor):
+    @classmethod
+    def result(cls, qwen_processor):
         records = inspection.load_jsonl(EXAMPLE, limit=2)
         collator = vlm_collate.collator_for(qwen_processor, empty_labels="warn")
         return inspection.inspect_samples(collator, records, batch_size=2)

@@ -270,13 +270,15 @@ class TestPreTokenizedCollatorWeights:
 
 class TestPretokenizeRoundTrip:
     @pytest.fixture(scope="class")
-    def datasets(self):
+    @classmethod
+    def datasets(cls):
         return pytest.importorskip(
             "datasets", reason="needs the 'datasets' package: pip install datasets"
         )
 
     @pytest.fixture(scope="class")
-    def rows(self):
+    @classmethod
+    def rows(cls):
         return [
             conversation(
                 ("Hi there", "Hello!", 0.5), ("More?", "No more.", None), list_content=True
@@ -286,7 +288,8 @@ class TestPretokenizeRoundTrip:
         ]
 
     @pytest.fixture(scope="class")
-    def dataset(self, datasets, rows):
+    @classmethod
+    def dataset(cls, datasets, rows):
         item = {
             "type": datasets.Value("string"),
             "text": datasets.Value("string"),
