@@ -512,6 +512,35 @@ class TestReasoning:
         expected_last = (block if keep_block else "") + answer + "<|im_end|>"
         assert ["Early answer.<|im_end|>", expected_last] == runs
 
+    @pytest.mark.parametrize("policy", ["train", "answer_only", "skip_empty"])
+    def test_qwen3_omni_follows_the_same_policy(self, policy):
+        """Qwen3-Omni's collator applies the reasoning policy to its <think> blocks too."""
+        proc = processor("qwen3_omni")
+        batch = vc.Qwen3OmniCollator(processor=proc, label_policy={"reasoning": policy})(
+            [{"conversation": self.conversation("Seven has no divisors.", "Prime.")}]
+        )
+        runs = decoded_label_runs(batch["labels"], proc.tokenizer)[0]
+        block = "<think>\nSeven has no divisors.\n</think>\n\n"
+        expected_last = ("" if policy == "answer_only" else block) + "Prime.<|im_end|>"
+        assert ["Early answer.<|im_end|>", expected_last] == runs
+
+    @pytest.mark.parametrize("policy", ["train", "answer_only", "skip_empty"])
+    def test_gemma4_thinking_channel(self, policy):
+        """Gemma 4's <|channel>thought ... <channel|> block is the reasoning the policy acts on."""
+        proc = processor("gemma4")
+        sample = tool_exchange("Weather?", "weather", {"city": "Paris"}, "Sunny", "It is sunny.")
+        sample["conversation"][1]["reasoning_content"] = "I should call the tool."
+        batch = vc.Gemma4Collator(processor=proc, label_policy={"reasoning": policy})([sample])
+        runs = decoded_label_runs(batch["labels"], proc.tokenizer)[0]
+        # The template writes reasoning as "<|channel>thought\n" + text + "\n<channel|>",
+        # then the call, then the tool response (untrained), inside the same model turn.
+        rendered = proc.apply_chat_template(sample["conversation"], tokenize=False)
+        block = "<|channel>thought\nI should call the tool.\n<channel|>"
+        call = rendered.split(block)[1].split("<|tool_response>")[0]
+        assert call.startswith("<|tool_call>call:weather")
+        first = call if policy == "answer_only" else block + call
+        assert [first, "It is sunny.<turn|>"] == runs
+
     def test_markers_missing_from_the_vocabulary_are_refused(self):
         """A reasoning policy with delimiters the tokenizer lacks is a configuration error."""
         proc = processor("qwen2_5_vl")
