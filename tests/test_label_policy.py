@@ -257,18 +257,26 @@ class TestTurnSelection:
         )
 
     @given(
-        samples=flagged(examples(max_size=3)),
+        samples=flagged(examples(max_size=3, roles=("user", "tool"))),
         turns=st.sampled_from(TURN_CHOICES),
         train_on_end_of_turn=st.sampled_from(["always", "never", "last"]),
+        roles=st.sets(st.sampled_from(["assistant", "user", "system", "tool"]), min_size=1),
+        reasoning=st.sampled_from(["train", "answer_only", "skip_empty"]),
         left=st.booleans(),
     )
-    def test_never_labels_padding_or_media(self, samples, turns, train_on_end_of_turn, left):
-        """Under any policy, no label sits on padding or on a media placeholder."""
+    def test_never_labels_padding_or_media(
+        self, samples, turns, train_on_end_of_turn, roles, reasoning, left
+    ):
+        """Under any policy (roles and reasoning too), no label sits on padding or media."""
         proc = processor("qwen2_5_vl")
         collator = vc.Qwen25VLCollator(
             processor=proc,
             label_policy=LabelPolicy(
-                turns=turns, train_on_end_of_turn=train_on_end_of_turn, loss_weights=True
+                turns=turns,
+                train_on_end_of_turn=train_on_end_of_turn,
+                roles=roles,
+                reasoning=reasoning,
+                loss_weights=True,
             ),
             empty_labels="warn",
             padding_side="left" if left else "right",
