@@ -72,24 +72,6 @@ def expected_turns(sample_index, conversation, *, turns, train_on_end_of_turn):
     return picked
 
 
-@st.composite
-def flagged(draw, batches):
-    """Samples whose assistant messages may carry "train" flags and "weight" keys."""
-    samples = draw(batches)
-    for sample in samples:
-        for message in sample["conversation"]:
-            if message["role"] != "assistant":
-                continue
-            choice = draw(st.integers(0, 5))
-            if choice == 0:
-                message["train"] = False
-            elif choice == 1:
-                message["train"] = True
-            elif choice == 2:
-                message["weight"] = draw(st.sampled_from([0.0, 0.25, 0.5, 2.0]))
-    return samples
-
-
 def repeats_an_answer(conversation) -> bool:
     """Whether an assistant text occurs more than once in the rendered conversation."""
     rendered = processor("qwen2_5_vl").apply_chat_template(conversation, tokenize=False)
@@ -166,12 +148,18 @@ def check_batch(collator, samples, family, matches, *, turns, train_on_end_of_tu
             ] == runs
 
 
-qwen_flagged = flagged(examples(max_size=3, roles=("user", "tool")))
-mistral_flagged = flagged(examples(max_size=3, with_system=False, allow_empty_answers=False))
+qwen_flagged = examples(max_size=3, roles=("user", "tool"), label_keys=True)
+mistral_flagged = examples(
+    max_size=3, with_system=False, allow_empty_answers=False, label_keys=True
+)
 # LegacyBPEMatch cannot find empty or blank answers at all (its documented limit), with or
 # without a policy, so its batches hold answers with text.
-legacy_flagged = flagged(
-    examples(max_size=2, with_images=False, leading_newline=False, allow_empty_answers=False)
+legacy_flagged = examples(
+    max_size=2,
+    with_images=False,
+    leading_newline=False,
+    allow_empty_answers=False,
+    label_keys=True,
 )
 
 
@@ -257,7 +245,7 @@ class TestTurnSelection:
         )
 
     @given(
-        samples=flagged(examples(max_size=3, roles=("user", "tool"))),
+        samples=examples(max_size=3, roles=("user", "tool"), label_keys=True),
         turns=st.sampled_from(TURN_CHOICES),
         train_on_end_of_turn=st.sampled_from(["always", "never", "last"]),
         roles=st.sets(st.sampled_from(["assistant", "user", "system", "tool"]), min_size=1),
@@ -629,7 +617,7 @@ def tool_exchange(question, name, arguments, result, answer, *, preface=""):
 
 class TestRoles:
     @given(
-        samples=flagged(examples(max_size=3, roles=("user", "tool"), with_system=True)),
+        samples=examples(max_size=3, roles=("user", "tool"), with_system=True, label_keys=True),
         roles=st.sets(st.sampled_from(["assistant", "user", "system", "tool"]), min_size=1),
         turns=st.sampled_from(TURN_CHOICES),
     )

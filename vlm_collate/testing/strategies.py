@@ -129,6 +129,7 @@ def conversations(
     list_content: bool | None = None,
     allow_empty_answers: bool = True,
     leading_newline: bool = True,
+    label_keys: bool = False,
 ) -> list[dict[str, Any]]:
     """A conversation of one to ``max_turns`` user/assistant exchanges.
 
@@ -141,6 +142,8 @@ def conversations(
         list_content: Force list-of-items content (True) or strings (False); None draws.
         allow_empty_answers: Allow ``""`` as an assistant text.
         leading_newline: Allow answers that begin with a newline.
+        label_keys: Give some assistant messages a ``"train"`` flag or a
+            ``"weight"`` (0 included), as :class:`~vlm_collate.LabelPolicy` reads them.
     """
     messages: list[dict[str, Any]] = []
     system = draw(st.booleans()) if with_system is None else with_system
@@ -166,8 +169,19 @@ def conversations(
         )
         answers.append(answer)
         content: Any = [{"type": "text", "text": answer}] if as_list else answer
-        messages.append({"role": "assistant", "content": content})
+        message: dict[str, Any] = {"role": "assistant", "content": content}
+        if label_keys:
+            message.update(draw(_label_keys))
+        messages.append(message)
     return messages
+
+
+_label_keys = st.one_of(
+    st.just({}),
+    st.just({}),
+    st.fixed_dictionaries({"train": st.booleans()}),
+    st.fixed_dictionaries({"weight": st.sampled_from([0.0, 0.25, 0.5, 2.0])}),
+)
 
 
 def examples(
