@@ -43,6 +43,8 @@ def every_other(sample_index, turn_index, message):
 
 
 TURN_CHOICES = ("all", "last", 1, 2, every_other)
+TURNS = st.sampled_from(TURN_CHOICES)
+END_CHOICES = st.sampled_from(["always", "never", "last"])
 
 
 def expected_turns(sample_index, conversation, *, turns, train_on_end_of_turn):
@@ -166,8 +168,8 @@ legacy_flagged = examples(
 class TestTurnSelection:
     @given(
         samples=qwen_flagged,
-        turns=st.sampled_from(TURN_CHOICES),
-        train_on_end_of_turn=st.sampled_from(["always", "never", "last"]),
+        turns=TURNS,
+        train_on_end_of_turn=END_CHOICES,
         weights=st.booleans(),
     )
     def test_qwen_runs_equal_selected_texts(self, samples, turns, train_on_end_of_turn, weights):
@@ -189,8 +191,8 @@ class TestTurnSelection:
 
     @given(
         samples=mistral_flagged,
-        turns=st.sampled_from(TURN_CHOICES),
-        train_on_end_of_turn=st.sampled_from(["always", "never", "last"]),
+        turns=TURNS,
+        train_on_end_of_turn=END_CHOICES,
     )
     def test_mistral_runs_equal_selected_texts(self, samples, turns, train_on_end_of_turn):
         """Mistral SentencePiece ([/INST] marker derived from the template): the same property."""
@@ -211,8 +213,8 @@ class TestTurnSelection:
 
     @given(
         samples=legacy_flagged,
-        turns=st.sampled_from(TURN_CHOICES),
-        train_on_end_of_turn=st.sampled_from(["always", "never", "last"]),
+        turns=TURNS,
+        train_on_end_of_turn=END_CHOICES,
         strategy=st.sampled_from(["im_start", "derived", "legacy", "first_of"]),
     )
     def test_every_strategy_and_first_of(self, samples, turns, train_on_end_of_turn, strategy):
@@ -246,8 +248,8 @@ class TestTurnSelection:
 
     @given(
         samples=examples(max_size=3, roles=("user", "tool"), label_keys=True),
-        turns=st.sampled_from(TURN_CHOICES),
-        train_on_end_of_turn=st.sampled_from(["always", "never", "last"]),
+        turns=TURNS,
+        train_on_end_of_turn=END_CHOICES,
         roles=st.sets(st.sampled_from(["assistant", "user", "system", "tool"]), min_size=1),
         reasoning=st.sampled_from(["train", "answer_only", "skip_empty"]),
         left=st.booleans(),
@@ -619,7 +621,7 @@ class TestRoles:
     @given(
         samples=examples(max_size=3, roles=("user", "tool"), with_system=True, label_keys=True),
         roles=st.sets(st.sampled_from(["assistant", "user", "system", "tool"]), min_size=1),
-        turns=st.sampled_from(TURN_CHOICES),
+        turns=TURNS,
     )
     def test_qwen_runs_are_the_selected_messages_of_every_role(self, samples, roles, turns):
         """ChatML: runs are the texts of the selected messages of every asked role, in order."""
