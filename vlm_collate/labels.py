@@ -621,9 +621,13 @@ class SkipEmptyThink(LabelStrategy):
 
     Reasoning templates open every answer without reasoning with an empty
     block: ``<think></think>`` (Kimi K2.5, Nemotron) or
-    ``<think>\\n\\n</think>\\n\\n`` (Qwen3 thinking). The generation prompt
-    supplies it at inference, so it is prompt, not answer, and is not trained.
-    A block with reasoning in it stays trained.
+    ``<think>\\n\\n</think>\\n\\n`` (Qwen3 thinking). Where the generation
+    prompt supplies the whole block at inference (Kimi K2.5 and Nemotron with
+    thinking off), it is prompt, not answer, and should not be trained. Where
+    the generation prompt only opens it (Qwen3-VL Thinking), the model writes
+    the rest itself, so leave such templates unwrapped. A block with reasoning
+    in it stays trained. ``LabelPolicy(reasoning="skip_empty")`` does the
+    same for any collator.
 
     Args:
         inner: The strategy whose labels are filtered.
