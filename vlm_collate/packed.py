@@ -24,9 +24,8 @@ from .pretokenized import (
     CONCATENATED_KEYS,
     WEIGHTS_KEY,
     _media_value,
-    _token_tensor,
-    _weights_tensor,
     merge_media,
+    token_tensors,
     trained_weights,
 )
 from .samples import require_batch
@@ -144,18 +143,10 @@ class NeatPackedCollator:
             names = ", ".join(repr(key) for key in missing)
             msg = f"missing {names}; a pack needs input_ids, labels and an indexed attention_mask"
             raise SampleError(msg, sample_index=index)
-        row = {
-            key: _token_tensor(pack[key], key, index)
-            for key in ("input_ids", "labels", "attention_mask", "mm_token_type_ids")
-            if pack.get(key) is not None
-        }
-        if pack.get(WEIGHTS_KEY) is not None:
-            row[WEIGHTS_KEY] = _weights_tensor(pack[WEIGHTS_KEY], index)
+        row = token_tensors(
+            pack, ("input_ids", "labels", "attention_mask", "mm_token_type_ids"), index
+        )
         length = row["input_ids"].shape[0]
-        for key, tensor in row.items():
-            if tensor.shape[0] != length:
-                msg = f"'{key}' has {tensor.shape[0]} tokens but 'input_ids' has {length}"
-                raise SampleError(msg, sample_index=index)
         if bool((row["attention_mask"] < 0).any()):
             msg = "'attention_mask' must hold document numbers 1, 2, ... and 0 for padding"
             raise SampleError(msg, sample_index=index)

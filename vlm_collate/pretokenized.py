@@ -141,6 +141,26 @@ def trained_weights(tokens: Mapping[str, torch.Tensor]) -> torch.Tensor:
     return (tokens["labels"] != IGNORE_INDEX).to(torch.float32)
 
 
+def token_tensors(
+    example: Mapping[str, Any], keys: Sequence[str], index: int
+) -> dict[str, torch.Tensor]:
+    """The 1-D token tensors of ``keys`` present in ``example``, and its loss weights.
+
+    Every tensor must be as long as ``input_ids``; errors name sample ``index``.
+    """
+    tensors = {
+        key: _token_tensor(example[key], key, index) for key in keys if example.get(key) is not None
+    }
+    if example.get(WEIGHTS_KEY) is not None:
+        tensors[WEIGHTS_KEY] = _weights_tensor(example[WEIGHTS_KEY], index)
+    length = tensors["input_ids"].shape[0]
+    for key, tensor in tensors.items():
+        if tensor.shape[0] != length:
+            msg = f"'{key}' has {tensor.shape[0]} tokens but 'input_ids' has {length}"
+            raise SampleError(msg, sample_index=index)
+    return tensors
+
+
 def _media_value(value: Any, key: str, index: int) -> Any:
     if key in PIXEL_KEYS:
         items = value if isinstance(value, (list, tuple)) else [value]
@@ -174,18 +194,8 @@ def read_row(example: Any, index: int) -> _Row:
         names = ", ".join(repr(key) for key in missing)
         msg = f"missing {names}; a pre-tokenized sample needs {', '.join(REQUIRED_TOKEN_KEYS)}"
         raise SampleError(msg, sample_index=index)
-    tokens = {
-        key: _token_tensor(example[key], key, index)
-        for key in (*REQUIRED_TOKEN_KEYS, *OPTIONAL_TOKEN_KEYS)
-        if example.get(key) is not None
-    }
-    if example.get(WEIGHTS_KEY) is not None:
-        tokens[WEIGHTS_KEY] = _weights_tensor(example[WEIGHTS_KEY], index)
+    tokens = token_tensors(example, (*REQUIRED_TOKEN_KEYS, *OPTIONAL_TOKEN_KEYS), index)
     length = tokens["input_ids"].shape[0]
-    for key, tensor in tokens.items():
-        if tensor.shape[0] != length:
-            msg = f"'{key}' has {tensor.shape[0]} tokens but 'input_ids' has {length}"
-            raise SampleError(msg, sample_index=index)
     if length == 0:
         msg = "'input_ids' is empty"
         raise SampleError(msg, sample_index=index)
