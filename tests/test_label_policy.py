@@ -440,6 +440,18 @@ class TestMessageKeys:
         first = len(label_runs(batch["labels"])[0][0])
         assert pytest.approx([0.1] * first + [3.0] * (len(values) - first)) == values
 
+    def test_ignored_weights_are_reported(self, caplog):
+        """Weights without loss_weights=True log a warning rather than vanish silently."""
+        from vlm_collate import policy as policy_module
+
+        policy_module._WARNED_IGNORED_WEIGHTS.clear()
+        proc = processor("qwen2_5_vl")
+        sample = text_sample("A.")
+        sample["conversation"][1]["weight"] = 0.5
+        with caplog.at_level("WARNING", logger="vlm_collate.policy"):
+            vc.Qwen25VLCollator(processor=proc)([sample])
+        assert any("loss_weights=False" in record.getMessage() for record in caplog.records)
+
     def test_no_weights_unless_asked(self):
         """loss_weights appears only when the policy asks for it."""
         proc = processor("qwen2_5_vl")

@@ -215,7 +215,6 @@ class BaseCollator:
         init=False, default=False, eq=False, repr=False
     )
     _media_ids: torch.Tensor | None = attrs.field(init=False, default=None, eq=False, repr=False)
-    _warned_weights: bool = attrs.field(init=False, default=False, eq=False, repr=False)
 
     def __attrs_post_init__(self) -> None:
         for name, kind in (("label_strategy", LabelStrategy), ("media_strategy", MediaStrategy)):
@@ -332,25 +331,15 @@ class BaseCollator:
         input_ids = batch["input_ids"]
         conversations = [sample.conversation for sample in samples]
         labels = self.label_strategy.build(input_ids, conversations, self.processor)
-        policy = self.label_policy
-        if not self._warned_weights and policy.ignores_weights(conversations):
-            self._warned_weights = True
-            logger.warning(
-                "messages carry 'weight' keys but the label policy has loss_weights=False, so "
-                "only weight 0 has an effect (the turn is not trained); pass "
-                "label_policy=LabelPolicy(loss_weights=True) for a loss_weights tensor."
-            )
-        weights = None
-        if policy.loss_weights or policy.needs_turns(conversations):
-            labels, weights = policy.apply(
-                labels,
-                input_ids,
-                conversations,
-                [sample.index for sample in samples],
-                self.processor,
-                reasoning_markers=self.reasoning_markers,
-                embedded_roles=frozenset({"tool"}) if self.embedded_tool_responses else frozenset(),
-            )
+        labels, weights = self.label_policy.apply(
+            labels,
+            input_ids,
+            conversations,
+            [sample.index for sample in samples],
+            self.processor,
+            reasoning_markers=self.reasoning_markers,
+            embedded_roles=frozenset({"tool"}) if self.embedded_tool_responses else frozenset(),
+        )
         labels = self._untrain_tool_responses(labels, input_ids)
         untrained = self._attention_mask(batch) == 0
         media_ids = self._media_token_tensor()

@@ -35,7 +35,9 @@ __all__ = [
     "assistant_spans",
     "labels_from_spans",
     "message_text",
+    "is_blank",
     "naive_assistant_spans",
+    "reasoning_block_end",
     "single_token_id",
     "tokenize_with_offsets",
     "tokenizer_of",
@@ -658,30 +660,48 @@ class SkipEmptyThink(LabelStrategy):
         rows, columns = (run_starts & (input_ids == open_id)).nonzero(as_tuple=True)
         for row, column in zip(rows.tolist(), columns.tolist(), strict=True):
             ids = input_ids[row].tolist()
-            stop = _empty_block_end(ids, column, close_id, tokenizer, blank_after=self.blank_after)
+            stop = reasoning_block_end(
+                ids, column, close_id, tokenizer, empty_only=True, blank_after=self.blank_after
+            )
             if stop is not None:
                 labels[row, column:stop] = IGNORE_INDEX
         return labels
 
 
-def _empty_block_end(
-    ids: list[int], start: int, close_id: int, tokenizer: Any, *, blank_after: bool
+def reasoning_block_end(
+    ids: Sequence[int],
+    start: int,
+    close_id: int,
+    tokenizer: Any,
+    *,
+    empty_only: bool,
+    blank_after: bool,
+    channel_name: str = "",
 ) -> int | None:
-    """End of ``<think>`` + whitespace + ``</think>`` (+ whitespace) at ``start``, or None."""
-    position = start + 1
-    while position < len(ids) and ids[position] != close_id:
-        if not _is_blank(tokenizer, ids[position]):
-            return None  # reasoning text: the block is not empty
-        position += 1
-    if position >= len(ids):
+    """End of the reasoning block whose opening token is ``ids[start]``, or None.
+
+    The block runs to the first ``close_id`` (included), then, with
+    ``blank_after``, over the whitespace tokens after it. None when the block
+    is not closed, or, with ``empty_only``, when it holds anything but
+    whitespace and ``channel_name`` (the name Gemma 4 writes after its opening
+    token).
+    """
+    try:
+        close = list(ids).index(close_id, start + 1)
+    except ValueError:
         return None
-    position += 1
-    while blank_after and position < len(ids) and _is_blank(tokenizer, ids[position]):
+    if empty_only:
+        inner = tokenizer.decode(list(ids[start + 1 : close]), skip_special_tokens=False)
+        if inner.strip() not in ("", channel_name.strip()):
+            return None  # reasoning text: the block is not empty
+    position = close + 1
+    while blank_after and position < len(ids) and is_blank(tokenizer, ids[position]):
         position += 1
     return position
 
 
-def _is_blank(tokenizer: Any, token_id: int) -> bool:
+def is_blank(tokenizer: Any, token_id: int) -> bool:
+    """Whether a (non-added) token decodes to whitespace only."""
     added = getattr(tokenizer, "added_tokens_decoder", {}) or {}
     if token_id in added:
         return False

@@ -17,7 +17,6 @@ derived from the chat template (:func:`vlm_collate.roles.role_markers`).
 from __future__ import annotations
 
 import logging
-import math
 import types
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Literal
@@ -32,10 +31,14 @@ from .labels import (
     TurnMarkers,
     _special_ids,
     assistant_spans,
+    is_blank,
     message_text,
+    reasoning_block_end,
     single_token_id,
     tokenizer_of,
 )
+from .roles import role_markers
+from .samples import is_weight
 
 __all__ = ["LabelPolicy", "ReasoningMarkers", "Turn", "find_turns", "mask_enclosed"]
 
@@ -203,22 +206,12 @@ class LabelPolicy:
 
     def needs_turns(self, conversations: Sequence[Sequence[Mapping[str, Any]]]) -> bool:
         """Whether labels must be rebuilt turn by turn (False: the strategy's labels stand)."""
+        return self._needs_turns(_MessageKeys.of(conversations))
+
+    def _needs_turns(self, keys: _MessageKeys) -> bool:
         if not self.selects_all:
             return True
-        return any(
-            "train" in message
-            or ("weight" in message and (self.loss_weights or message["weight"] == 0))
-            for conversation in conversations
-            for message in conversation
-        )
-
-    def ignores_weights(self, conversations: Sequence[Sequence[Mapping[str, Any]]]) -> bool:
-        """Whether messages carry non-zero weights that no ``loss_weights`` tensor will hold."""
-        return not self.loss_weights and any(
-            message.get("weight", 0) != 0
-            for conversation in conversations
-            for message in conversation
-        )
+        return keys.train or keys.zero_weight or (self.loss_weights and keys.weight)
 
     def apply(
         self,
@@ -233,6 +226,10 @@ class LabelPolicy:
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Labels (and weights, when asked) after applying the policy.
 
+        The default policy on samples without ``"train"`` / ``"weight"`` keys
+        returns ``labels`` itself, so the seed's label path costs one scan of
+        the messages' keys.
+
         Args:
             labels: The label strategy's ``[B, L]`` labels.
             input_ids: The ``[B, L]`` token ids they label.
@@ -245,17 +242,19 @@ class LabelPolicy:
                 (Gemma 4's tool responses): they have no turns of their own to
                 find, and are trained or not with the turn that holds them.
         """
+        keys = _MessageKeys.of(conversations)
+        if keys.weight and not self.loss_weights:
+            _warn_ignored_weights()
+        if not self._needs_turns(keys):
+            weights = (labels != IGNORE_INDEX).float() if self.loss_weights else None
+            return labels, weights
         weights = (
             torch.zeros(labels.shape, dtype=torch.float32, device=labels.device)
             if self.loss_weights
             else None
         )
-        if not self.needs_turns(conversations):
-            if weights is not None:
-                weights[labels != IGNORE_INDEX] = 1.0
-            return labels, weights
         tokenizer = tokenizer_of(processor)
-        extra_roles = _flagged_roles(conversations) - self.roles - embedded_roles
+        extra_roles = keys.flagged_roles - self.roles - embedded_roles
         turns = find_turns(
             labels,
             input_ids,
@@ -339,7 +338,7 @@ class LabelPolicy:
             return 1.0
         view = types.MappingProxyType(dict(message)) if message is not None else {}
         value = self.weight(sample_index, position, view)
-        if not _valid_weight(value):
+        if not is_weight(value):
             msg = (
                 f"the 'weight' callable returned {value!r} for sample {sample_index}, turn "
                 f"{position}; a weight must be a finite number >= 0."
@@ -378,22 +377,62 @@ class LabelPolicy:
         open_id, close_id, channel = block
         tokens = ids[start:stop].tolist()
         first = 0
-        while first < len(tokens) and _is_blank(tokenizer, tokens[first]):
+        while first < len(tokens) and is_blank(tokenizer, tokens[first]):
             first += 1
         if first >= len(tokens) or tokens[first] != open_id:
             return
-        try:
-            close = tokens.index(close_id, first + 1)
-        except ValueError:
-            return  # the block is not closed inside the turn: leave the turn alone
-        if self.reasoning == "skip_empty":
-            inner = tokenizer.decode(tokens[first + 1 : close], skip_special_tokens=False).strip()
-            if inner not in ("", channel.strip()):
-                return
-        end = close + 1
-        while end < len(tokens) and _is_blank(tokenizer, tokens[end]):
-            end += 1
-        labels[start : start + end] = IGNORE_INDEX
+        end = reasoning_block_end(
+            tokens,
+            first,
+            close_id,
+            tokenizer,
+            empty_only=self.reasoning == "skip_empty",
+            blank_after=True,
+            channel_name=channel,
+        )
+        if end is not None:  # None: not closed inside the turn, or not empty
+            labels[start : start + end] = IGNORE_INDEX
+
+
+@attrs.frozen
+class _MessageKeys:
+    """Which per-message label keys a batch uses, read in one pass over its messages."""
+
+    train: bool
+    weight: bool  # a weight other than 0
+    zero_weight: bool
+    flagged_roles: frozenset[str]  # roles of messages with "train": True
+
+    @classmethod
+    def of(cls, conversations: Sequence[Sequence[Mapping[str, Any]]]) -> _MessageKeys:
+        train = weight = zero_weight = False
+        flagged = set()
+        for conversation in conversations:
+            for message in conversation:
+                if "train" in message:
+                    train = True
+                    if message["train"] is True:
+                        flagged.add(message["role"])
+                if "weight" in message:
+                    if message["weight"] == 0:
+                        zero_weight = True
+                    else:
+                        weight = True
+        return cls(train, weight, zero_weight, frozenset(flagged))
+
+
+_WARNED_IGNORED_WEIGHTS: list[bool] = []
+
+
+def _warn_ignored_weights() -> None:
+    """Say once per process that message weights go unused without ``loss_weights``."""
+    if not _WARNED_IGNORED_WEIGHTS:
+        _WARNED_IGNORED_WEIGHTS.append(True)
+        logger.warning(
+            "messages carry 'weight' keys but the label policy has loss_weights=False, so "
+            "only weight 0 has an effect (the turn is not trained); pass "
+            "label_policy=LabelPolicy(loss_weights=True) for a loss_weights tensor."
+        )
 
 
 def mask_enclosed(
@@ -408,31 +447,6 @@ def mask_enclosed(
         input_ids, TurnMarkers(assistant_marker=(open_id,), end_of_turn_id=close_id)
     )
     return labels.masked_fill(inside | (input_ids == open_id), IGNORE_INDEX)
-
-
-def _valid_weight(value: Any) -> bool:
-    return (
-        isinstance(value, (int, float))
-        and not isinstance(value, bool)
-        and math.isfinite(value)
-        and value >= 0
-    )
-
-
-def _is_blank(tokenizer: Any, token_id: int) -> bool:
-    added = getattr(tokenizer, "added_tokens_decoder", {}) or {}
-    if token_id in added:
-        return False
-    return tokenizer.decode([token_id]).strip() == ""
-
-
-def _flagged_roles(conversations: Sequence[Sequence[Mapping[str, Any]]]) -> frozenset[str]:
-    return frozenset(
-        message["role"]
-        for conversation in conversations
-        for message in conversation
-        if message.get("train") is True
-    )
 
 
 def _message_of(conversation: Sequence[Mapping[str, Any]], turn: Turn) -> Mapping[str, Any] | None:
@@ -465,8 +479,6 @@ def find_turns(
     spans = {"assistant": labels != IGNORE_INDEX}
     ends: dict[str, int | None] = {"assistant": None}
     for role in sorted(set(roles) - {"assistant"}):
-        from .roles import role_markers  # imported late: only policies with roles need it
-
         markers = role_markers(processor, role)
         spans[role] = assistant_spans(input_ids, markers)
         ends[role] = markers.end_of_turn_id

@@ -117,6 +117,16 @@ def _copy_message(message: Any, sample: int, position: int, max_pixels: int) -> 
     return copied
 
 
+def is_weight(value: Any) -> bool:
+    """Whether ``value`` is a loss weight: a finite real number >= 0 (not a bool)."""
+    return (
+        isinstance(value, (int, float))
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+        and value >= 0
+    )
+
+
 def _check_label_keys(message: Mapping[str, Any], sample: int, position: int) -> None:
     """The per-message label keys: ``"train"`` is a bool, ``"weight"`` a finite number >= 0."""
     location = {"sample_index": sample, "message_index": position}
@@ -129,7 +139,7 @@ def _check_label_keys(message: Mapping[str, Any], sample: int, position: int) ->
         if isinstance(weight, bool) or not isinstance(weight, (int, float)):
             msg = f"'weight' must be a number (got {weight!r})"
             raise SampleTypeError(msg, **location)
-        if not math.isfinite(weight) or weight < 0:
+        if not is_weight(weight):
             msg = f"'weight' must be a finite number >= 0 (got {weight!r})"
             raise SampleError(msg, **location)
 
