@@ -26,6 +26,12 @@ def text_sample(answer: str = "Hello.", prompt: str = "Hi") -> dict:
     }
 
 
+def token_counts(batch: dict, tokenizer, token: str) -> list[int]:
+    """How often ``token`` occurs in each row of ``batch["input_ids"]``."""
+    token_id = tokenizer.convert_tokens_to_ids(token)
+    return (batch["input_ids"] == token_id).sum(dim=1).tolist()
+
+
 def chatml_run_matches(run: str, expected: str) -> bool:
     """A decoded ChatML labelled run equals ``expected`` (answer plus end token).
 

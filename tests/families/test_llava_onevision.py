@@ -13,7 +13,7 @@ import pickle
 import av
 import numpy as np
 import torch
-from chat_helpers import chatml_run_matches
+from chat_helpers import chatml_run_matches, token_counts
 from hypothesis import given
 from hypothesis import strategies as st
 from PIL import Image
@@ -79,7 +79,7 @@ def runs(batch):
 
 
 def count(batch, token: str) -> list[int]:
-    return (batch["input_ids"] == tokenizer().convert_tokens_to_ids(token)).sum(dim=1).tolist()
+    return token_counts(batch, tokenizer(), token)
 
 
 class TestLlavaOneVisionRegistry:

@@ -13,6 +13,7 @@ import pickle
 import numpy as np
 import pytest
 import torch
+from chat_helpers import token_counts
 from media_files import write_video
 from PIL import Image
 
@@ -86,8 +87,7 @@ def row_text(batch, row):
 
 
 def count(batch, token):
-    token_id = processor().tokenizer.convert_tokens_to_ids(token)
-    return (batch["input_ids"] == token_id).sum(dim=1).tolist()
+    return token_counts(batch, processor().tokenizer, token)
 
 
 class TestRegistry:

@@ -14,6 +14,7 @@ import pickle
 import numpy as np
 import pytest
 import torch
+from chat_helpers import token_counts
 from hypothesis import given
 from hypothesis import strategies as st
 from PIL import Image
@@ -67,8 +68,7 @@ def runs(batch):
 
 
 def count(batch, token):
-    token_id = processor().tokenizer.convert_tokens_to_ids(token)
-    return (batch["input_ids"] == token_id).sum(dim=1).tolist()
+    return token_counts(batch, processor().tokenizer, token)
 
 
 class TestRegistry:
