@@ -282,18 +282,24 @@ class TestTemplateQuirks:
         assert ("<|im_start|>assistant\n", "<|im_end|>") == actual
 
 
+def counting_processor(family: str):
+    """A fresh processor whose chat-template renders are counted in the returned list."""
+    fresh = build_processor(family)
+    calls = []
+    original = fresh.apply_chat_template
+
+    def counting(*args, **kwargs):
+        calls.append(1)
+        return original(*args, **kwargs)
+
+    fresh.apply_chat_template = counting
+    return fresh, calls
+
+
 class TestCache:
     def test_second_call_returns_the_same_markers_without_rendering(self):
         """Markers are derived once per tokenizer and template, then reused."""
-        fresh = build_processor("qwen2_5_vl")
-        calls = []
-        original = fresh.apply_chat_template
-
-        def counting(*args, **kwargs):
-            calls.append(1)
-            return original(*args, **kwargs)
-
-        fresh.apply_chat_template = counting
+        fresh, calls = counting_processor("qwen2_5_vl")
         first = role_markers(fresh, TOOL)
         rendered = len(calls)
         second = role_markers(fresh, TOOL)
@@ -301,15 +307,7 @@ class TestCache:
 
     def test_refusal_is_cached_too(self):
         """A refused role raises again without rendering again."""
-        fresh = build_processor("llava_next_mistral")
-        calls = []
-        original = fresh.apply_chat_template
-
-        def counting(*args, **kwargs):
-            calls.append(1)
-            return original(*args, **kwargs)
-
-        fresh.apply_chat_template = counting
+        fresh, calls = counting_processor("llava_next_mistral")
         with pytest.raises(LabelStrategyError):
             role_markers(fresh, SYSTEM)
         rendered = len(calls)
