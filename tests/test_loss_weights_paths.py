@@ -137,6 +137,19 @@ class TestPretokenizeSample:
         assert "loss_weights" not in sample
 
 
+def assert_paths_agree(processor, examples, shift_labels, padding_side):
+    """Pre-tokenized collation equals the weighted chat collator, weights in place."""
+    options = {"shift_labels": shift_labels, "padding_side": padding_side}
+    chat = vc.Qwen25VLCollator(processor=processor, label_policy=WEIGHTED, **options)
+    expected = chat(examples)
+    samples = [pretokenize_sample(chat, example) for example in examples]
+    actual = PreTokenizedCollator(processor=processor, **options)(samples)
+    assert_same_batch(expected, actual)
+    for row, example in enumerate(examples):
+        wanted = weights_by_run(actual["labels"][row], written_weights(example))
+        assert wanted == actual["loss_weights"][row].tolist()
+
+
 class TestPreTokenizedCollatorMatchesChat:
     @pytest.mark.parametrize("shift_labels", [True, False])
     @pytest.mark.parametrize("padding_side", ["left", "right"])
@@ -144,15 +157,7 @@ class TestPreTokenizedCollatorMatchesChat:
         self, qwen_processor, chat_examples, shift_labels, padding_side
     ):
         """Per-sample pre-tokenization then collation equals the chat collator, key for key."""
-        options = {"shift_labels": shift_labels, "padding_side": padding_side}
-        chat = vc.Qwen25VLCollator(processor=qwen_processor, label_policy=WEIGHTED, **options)
-        expected = chat(chat_examples)
-        samples = [pretokenize_sample(chat, example) for example in chat_examples]
-        actual = PreTokenizedCollator(processor=qwen_processor, **options)(samples)
-        assert_same_batch(expected, actual)
-        for row, example in enumerate(chat_examples):
-            wanted = weights_by_run(actual["labels"][row], written_weights(example))
-            assert wanted == actual["loss_weights"][row].tolist()
+        assert_paths_agree(qwen_processor, chat_examples, shift_labels, padding_side)
 
     @settings(
         max_examples=12,
@@ -178,15 +183,7 @@ class TestPreTokenizedCollatorMatchesChat:
         for message, weight in zip(assistants, weights, strict=False):
             if weight is not None:
                 message["weight"] = weight
-        options = {"shift_labels": shift_labels, "padding_side": padding_side}
-        chat = vc.Qwen25VLCollator(processor=qwen_processor, label_policy=WEIGHTED, **options)
-        expected = chat(batch)
-        samples = [pretokenize_sample(chat, example) for example in batch]
-        actual = PreTokenizedCollator(processor=qwen_processor, **options)(samples)
-        assert_same_batch(expected, actual)
-        for row, example in enumerate(batch):
-            wanted = weights_by_run(actual["labels"][row], written_weights(example))
-            assert wanted == actual["loss_weights"][row].tolist()
+        assert_paths_agree(qwen_processor, batch, shift_labels, padding_side)
 
 
 class TestPreTokenizedCollatorWeights:
