@@ -41,7 +41,7 @@ from typing import Any
 import torch
 
 import vlm_collate as vc
-from vlm_collate.bench import ConversationWriter, collate_samples
+from vlm_collate.tools.bench import ConversationWriter, collate_samples
 from vlm_collate.testing import build_processor
 
 WORKER_COUNTS = (0, 1, 2)

@@ -9,7 +9,10 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from media_files import (
+from PIL import Image
+
+import vlm_collate as vc
+from tests.helpers.media_files import (
     quadrants,
     snapshot,
     write_corrupt,
@@ -19,9 +22,6 @@ from media_files import (
     write_truncated,
     write_video,
 )
-from PIL import Image
-
-import vlm_collate as vc
 from vlm_collate import errors
 from vlm_collate.testing import build_processor, decoded_label_runs
 

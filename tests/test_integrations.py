@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import collections
 import math
+import os
 import re
 import subprocess
 import sys
@@ -452,6 +453,7 @@ class TestLoaderBenchmark:
             text=True,
             timeout=300,
             cwd=ROOT,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},  # this checkout's package, not another
         )
         assert 0 == result.returncode, result.stderr
         rows = re.findall(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from vlm_collate.padding import padded_length, repad, shift_for_next_token, token_axis_keys
+from vlm_collate._padding import padded_length, repad, shift_for_next_token, token_axis_keys
 
 
 class TestRepad:

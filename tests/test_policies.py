@@ -9,10 +9,10 @@ from typing import Any
 import attrs
 import pytest
 import torch
-from media_files import quadrants, snapshot
 from PIL import Image
 
 import vlm_collate as vc
+from tests.helpers.media_files import quadrants, snapshot
 from vlm_collate.testing import build_processor, decoded_label_runs
 
 IMAGE_PAD = "<|image_pad|>"

@@ -11,11 +11,11 @@ import functools
 import pickle
 
 import torch
-from chat_helpers import chatml_run_matches
 from hypothesis import given
 from hypothesis import strategies as st
 
 import vlm_collate as vc
+from tests.helpers.chat import chatml_run_matches
 from vlm_collate.labels import IGNORE_INDEX, assistant_spans, naive_assistant_spans
 from vlm_collate.media import media_token_ids
 from vlm_collate.testing import build_processor, decoded_label_runs, label_runs

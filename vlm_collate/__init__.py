@@ -10,9 +10,7 @@ the processor class names it handles with :func:`register_collator`.
 
 from __future__ import annotations
 
-from .audio import AudioMedia
-from .base import BaseCollator, CollateReport, DroppedSample, SampleWarning
-from .default import DefaultCollator
+from ._pipeline import BaseCollator, CollateReport, DroppedSample, SampleWarning
 from .errors import (
     BatchError,
     ConfigurationError,
@@ -29,32 +27,39 @@ from .errors import (
     TemplateError,
     VLMCollateError,
 )
-from .gemma4 import Gemma4Collator, ThinkingChannelMarker
-from .generation import GenerationTagMask
-from .kimi_k25 import KimiK25VLCollator, PreExpandedImages
-from .kimi_vl import KimiTurnMarker, KimiVLCollator
+from .families.default import DefaultCollator
+from .families.gemma4 import Gemma4Collator, ThinkingChannelMarker
+from .families.kimi_k25 import KimiK25VLCollator, PreExpandedImages
+from .families.kimi_vl import KimiTurnMarker, KimiVLCollator
+from .families.llava_onevision import LlavaOneVisionCollator, PerSampleImagesMedia
+from .families.nemotron_omni import NemotronOmniCollator, NemotronOmniMedia
+from .families.nemotron_parse import NemotronParseCollator, PromptPrefixMask
+from .families.phi4_mm import Phi4MMCollator, RoleTokenMarker
+from .families.qwen_omni import Qwen3OmniCollator, QwenOmniUtilsMedia
+from .families.qwen_vl import Qwen25VLCollator
 from .labels import (
     IGNORE_INDEX,
     DerivedTemplateMarker,
     FirstOf,
+    GenerationTagMask,
     ImStartMarker,
+    LabelPolicy,
     LabelStrategy,
     LegacyBPEMatch,
+    ReasoningMarkers,
     SkipEmptyThink,
     TurnMarkers,
 )
-from .llava_onevision import LlavaOneVisionCollator, PerSampleImagesMedia
-from .media import MediaStrategy, PlainMedia, QwenVLUtilsMedia
-from .nemotron_omni import NemotronOmniCollator, NemotronOmniMedia
-from .nemotron_parse import NemotronParseCollator, PromptPrefixMask
-from .packed import NeatPackedCollator
-from .packing import PackResult, pack
-from .phi4mm import Phi4MMCollator, RoleTokenMarker
-from .policy import LabelPolicy, ReasoningMarkers
-from .pretokenize import PreTokenizedDataset, pretokenize
-from .pretokenized import PreTokenizedCollator, pretokenize_sample
-from .qwen import Qwen25VLCollator
-from .qwen_omni import Qwen3OmniCollator, QwenOmniUtilsMedia
+from .media import AudioMedia, MediaStrategy, PlainMedia, QwenVLUtilsMedia
+from .pretokenized import (
+    NeatPackedCollator,
+    PackResult,
+    PreTokenizedCollator,
+    PreTokenizedDataset,
+    pack,
+    pretokenize,
+    pretokenize_sample,
+)
 from .registry import collator_for, register_collator
 from .robust import RobustCollator
 

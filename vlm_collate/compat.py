@@ -18,11 +18,19 @@ from typing import Any
 import attrs
 import torch
 
-from .base import BaseCollator
-from .default import DefaultCollator
-from .gemma4 import Gemma4Collator, insert_after_marker, thinking_ids
-from .kimi_k25 import KimiK25VLCollator
-from .kimi_vl import KimiVLCollator
+from ._padding import padded_side, token_axis_keys
+from ._pipeline import BaseCollator
+from ._samples import Sample
+from .families.default import DefaultCollator
+from .families.gemma4 import Gemma4Collator, insert_after_marker, thinking_ids
+from .families.kimi_k25 import KimiK25VLCollator
+from .families.kimi_vl import KimiVLCollator
+from .families.llava_onevision import LlavaOneVisionCollator
+from .families.nemotron_omni import NemotronOmniCollator
+from .families.nemotron_parse import DEFAULT_TASK_PROMPT, NemotronParseCollator
+from .families.phi4_mm import Phi4MMCollator
+from .families.qwen_omni import Qwen3OmniCollator
+from .families.qwen_vl import Qwen25VLCollator
 from .labels import (
     DerivedTemplateMarker,
     FirstOf,
@@ -31,18 +39,9 @@ from .labels import (
     LegacyBPEMatch,
     tokenizer_of,
 )
-from .llava_onevision import LlavaOneVisionCollator
 from .media import MEDIA_KEYS
-from .nemotron_omni import NemotronOmniCollator
-from .nemotron_parse import DEFAULT_TASK_PROMPT, NemotronParseCollator
-from .packed import NeatPackedCollator
-from .padding import padded_side, token_axis_keys
-from .phi4mm import Phi4MMCollator
-from .pretokenized import PreTokenizedCollator
-from .qwen import Qwen25VLCollator
-from .qwen_omni import Qwen3OmniCollator
+from .pretokenized import NeatPackedCollator, PreTokenizedCollator
 from .robust import make_robust_collate
-from .samples import Sample
 
 __all__ = [
     "COLLATE_FNS",

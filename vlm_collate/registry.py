@@ -50,7 +50,7 @@ def collator_class_for(processor: Any) -> type:
         found = _REGISTRY.get(klass.__name__)
         if found is not None:
             return found
-    from .default import DefaultCollator
+    from .families.default import DefaultCollator
 
     logger.warning(
         "no collator is registered for %s; using DefaultCollator", type(processor).__name__

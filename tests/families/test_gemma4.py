@@ -14,12 +14,12 @@ import pytest
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
-from media_files import write_video
 from PIL import Image
 
 import vlm_collate as vc
+from tests.helpers.media_files import write_video
 from vlm_collate.errors import LabelStrategyError, OverlongError
-from vlm_collate.gemma4 import (
+from vlm_collate.families.gemma4 import (
     Gemma4Collator,
     ThinkingChannelMarker,
     insert_after_marker,

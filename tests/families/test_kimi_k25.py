@@ -7,17 +7,13 @@ import pickle
 
 import pytest
 import torch
-from chat_helpers import image_sample, text_sample
 from hypothesis import given
 from hypothesis import strategies as st
 from PIL import Image
 
 import vlm_collate as vc
-from vlm_collate.kimi_k25 import (
-    KimiK25VLCollator,
-    expand_placeholders,
-    tokens_per_image,
-)
+from tests.helpers.chat import image_sample, text_sample
+from vlm_collate.families.kimi_k25 import KimiK25VLCollator, expand_placeholders, tokens_per_image
 from vlm_collate.labels import SkipEmptyThink
 from vlm_collate.testing import build_processor, decoded_label_runs
 from vlm_collate.testing import strategies as vst

@@ -7,12 +7,12 @@ import pickle
 
 import pytest
 import torch
-from chat_helpers import image_sample, text_sample
 from hypothesis import given
 from PIL import Image
 
 import vlm_collate as vc
-from vlm_collate.kimi_vl import KimiTurnMarker, KimiVLCollator
+from tests.helpers.chat import image_sample, text_sample
+from vlm_collate.families.kimi_vl import KimiTurnMarker, KimiVLCollator
 from vlm_collate.testing import build_processor, decoded_label_runs
 from vlm_collate.testing import strategies as vst
 from vlm_collate.testing.families.kimi_vl import KimiVLImageProcessor

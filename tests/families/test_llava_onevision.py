@@ -13,14 +13,14 @@ import pickle
 import av
 import numpy as np
 import torch
-from chat_helpers import chatml_run_matches, token_counts
 from hypothesis import given
 from hypothesis import strategies as st
 from PIL import Image
 
 import vlm_collate as vc
+from tests.helpers.chat import chatml_run_matches, token_counts
+from vlm_collate.families.llava_onevision import LlavaOneVisionCollator, PerSampleImagesMedia
 from vlm_collate.labels import IGNORE_INDEX
-from vlm_collate.llava_onevision import LlavaOneVisionCollator, PerSampleImagesMedia
 from vlm_collate.registry import registered
 from vlm_collate.testing import build_processor, decoded_label_runs
 from vlm_collate.testing.strategies import answer_texts, prompt_texts

@@ -13,14 +13,14 @@ import pickle
 import numpy as np
 import pytest
 import torch
-from chat_helpers import token_counts
-from media_files import write_video
 from PIL import Image
 
 import vlm_collate as vc
+from tests.helpers.chat import token_counts
+from tests.helpers.media_files import write_video
 from vlm_collate.errors import ConfigurationError, MediaError, SpecialTokenError
+from vlm_collate.families.nemotron_omni import NemotronOmniCollator, merge_rows
 from vlm_collate.labels import IGNORE_INDEX, ImStartMarker, SkipEmptyThink
-from vlm_collate.nemotron_omni import NemotronOmniCollator, merge_rows
 from vlm_collate.registry import registered
 from vlm_collate.testing import build_processor, decoded_label_runs
 

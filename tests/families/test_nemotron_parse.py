@@ -22,8 +22,12 @@ from vlm_collate.errors import (
     SampleError,
     SpecialTokenError,
 )
+from vlm_collate.families.nemotron_parse import (
+    DEFAULT_TASK_PROMPT,
+    NemotronParseCollator,
+    PromptPrefixMask,
+)
 from vlm_collate.labels import IGNORE_INDEX
-from vlm_collate.nemotron_parse import DEFAULT_TASK_PROMPT, NemotronParseCollator, PromptPrefixMask
 from vlm_collate.registry import registered
 from vlm_collate.testing import build_processor, decoded_label_runs
 

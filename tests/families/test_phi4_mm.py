@@ -14,15 +14,15 @@ import pickle
 import numpy as np
 import pytest
 import torch
-from chat_helpers import token_counts
 from hypothesis import given
 from hypothesis import strategies as st
 from PIL import Image
 
 import vlm_collate as vc
+from tests.helpers.chat import token_counts
 from vlm_collate.errors import MediaError
+from vlm_collate.families.phi4_mm import Phi4MMCollator, RoleTokenMarker
 from vlm_collate.labels import IGNORE_INDEX
-from vlm_collate.phi4mm import Phi4MMCollator, RoleTokenMarker
 from vlm_collate.registry import registered
 from vlm_collate.testing import build_processor, decoded_label_runs
 

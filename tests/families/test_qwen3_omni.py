@@ -16,14 +16,14 @@ import av
 import numpy as np
 import pytest
 import torch
-from chat_helpers import chatml_run_matches
 from hypothesis import given
 from hypothesis import strategies as st
 from PIL import Image
 
 import vlm_collate as vc
+from tests.helpers.chat import chatml_run_matches
+from vlm_collate.families.qwen_omni import Qwen3OmniCollator, QwenOmniUtilsMedia
 from vlm_collate.labels import IGNORE_INDEX
-from vlm_collate.qwen_omni import Qwen3OmniCollator, QwenOmniUtilsMedia
 from vlm_collate.registry import collator_class_for, registered
 from vlm_collate.testing import build_processor, decoded_label_runs
 from vlm_collate.testing.strategies import answer_texts, prompt_texts

@@ -1,0 +1,1 @@
+"""Helpers the tests share: sample builders, media files written for real."""

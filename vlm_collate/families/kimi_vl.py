@@ -1,0 +1,89 @@
+"""``KimiVLCollator``: Kimi-VL, and the turn markers every Kimi model shares.
+
+Kimi chat turns read ``<|im_assistant|>assistant<|im_middle|>answer<|im_end|>``;
+images are ``<|media_start|>image<|media_content|><|media_pad|><|media_end|>``
+and the processor repeats ``<|media_pad|>`` once per merged patch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, ClassVar, Literal
+
+import attrs
+
+from .._pipeline import BaseCollator, _one_of
+from ..errors import LabelStrategyError
+from ..labels import (
+    DerivedTemplateMarker,
+    FirstOf,
+    LabelStrategy,
+    LegacyBPEMatch,
+    MarkerStrategy,
+    TurnMarkers,
+    single_token_id,
+    tokenizer_of,
+)
+from ..media import MediaStrategy, PlainMedia
+from ..registry import register_collator
+
+__all__ = ["KimiTurnMarker", "KimiVLCollator", "single_token_id"]
+
+
+@attrs.frozen(kw_only=True)
+class KimiTurnMarker(MarkerStrategy):
+    """Kimi turns: ``<|im_assistant|>assistant<|im_middle|>`` ... ``<|im_end|>``.
+
+    The ids are read from the vocabulary; no template is rendered.
+    """
+
+    start_token: str = "<|im_assistant|>"
+    role: str = "assistant"
+    middle_token: str = "<|im_middle|>"
+    end_token: str = "<|im_end|>"
+
+    def resolve(self, processor: Any) -> TurnMarkers:
+        tokenizer = tokenizer_of(processor)
+        ids = {
+            token: single_token_id(tokenizer, token)
+            for token in (self.start_token, self.middle_token, self.end_token)
+        }
+        missing = [token for token, token_id in ids.items() if token_id is None]
+        if missing:
+            name = type(tokenizer).__name__
+            msg = f"KimiTurnMarker needs {missing} as single tokens; {name} lacks them."
+            raise LabelStrategyError(msg)
+        role_ids = list(tokenizer.encode(self.role, add_special_tokens=False))
+        marker = [ids[self.start_token], *role_ids, ids[self.middle_token]]
+        return TurnMarkers(assistant_marker=marker, end_of_turn_id=ids[self.end_token])
+
+
+def _kimi_labels() -> LabelStrategy:
+    return FirstOf(KimiTurnMarker(), DerivedTemplateMarker(), LegacyBPEMatch())
+
+
+def _max_length_padding(collator: BaseCollator) -> str:
+    return "max_length" if collator.max_length is not None else "longest"
+
+
+@register_collator("KimiVLProcessor")
+@attrs.define(kw_only=True)
+class KimiVLCollator(BaseCollator):
+    """The seed's ``kimi_vl_collate_fn``, for Kimi-VL's remote-code ``KimiVLProcessor``.
+
+    The batch is rendered and processed in one call, without the tokenizer's
+    own special tokens (``add_special_tokens=False``). With a ``max_length``,
+    rows are padded to exactly ``max_length`` (before shifting), as in the
+    seed, once longer samples are dropped; ``padding="longest"`` turns that
+    off. Labels are read from Kimi's turn markers; pixels keep the processor's
+    dtype and ``image_grid_hws`` gives each image's patch grid.
+    """
+
+    processor_defaults: ClassVar[Mapping[str, Any]] = {"add_special_tokens": False}
+
+    padding: Literal["longest", "max_length"] = attrs.field(
+        default=attrs.Factory(_max_length_padding, takes_self=True),
+        validator=_one_of("longest", "max_length"),
+    )
+    label_strategy: LabelStrategy = attrs.field(factory=_kimi_labels)
+    media_strategy: MediaStrategy = attrs.field(factory=PlainMedia)

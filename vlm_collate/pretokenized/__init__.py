@@ -1,0 +1,35 @@
+"""Pre-tokenized and packed input: tokenize once, collate many times."""
+
+from __future__ import annotations
+
+from ._collator import (
+    PreTokenizedCollator,
+    merge_media,
+    pretokenize_sample,
+)
+from ._pack import (
+    PackResult,
+    pack,
+)
+from ._packed import (
+    NeatPackedCollator,
+    block_causal_mask,
+)
+from ._pretokenize import (
+    PreTokenizedDataset,
+    pretokenize,
+    sample_from_row,
+)
+
+__all__ = [
+    "NeatPackedCollator",
+    "PackResult",
+    "PreTokenizedCollator",
+    "PreTokenizedDataset",
+    "block_causal_mask",
+    "merge_media",
+    "pack",
+    "pretokenize",
+    "pretokenize_sample",
+    "sample_from_row",
+]

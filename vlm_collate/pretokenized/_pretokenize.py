@@ -1,0 +1,262 @@
+"""Pre-tokenize a Hugging Face ``datasets.Dataset`` with any chat collator.
+
+:func:`pretokenize` runs the template, hook and label steps of a collator on
+every row with ``Dataset.map`` (in ``num_proc`` processes if asked) and keeps,
+per sample, the unpadded token rows and the media tensors. The result is a
+sequence of samples for :class:`~vlm_collate.PreTokenizedCollator` or for
+:func:`vlm_collate.pretokenized.pack`; samples a policy dropped are listed in its
+``dropped`` report, with their row index in the source dataset.
+
+Arrow stores every row with one schema, so each tensor is stored flat next to
+its shape (``pixel_values`` and ``pixel_values_shape``); a key the sample does
+not have is stored empty. Token keys are stored as int64, ``loss_weights`` (from
+a collator whose label policy asks for them) as float32. :func:`sample_from_row`
+turns a stored row back into the mapping of tensors the collators take.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import attrs
+import numpy as np
+import torch
+
+from .._pipeline import DroppedSample
+from ..errors import BatchError, MissingDependencyError, SampleError, SampleTypeError
+from ..media import PIXEL_KEYS
+from ._collator import CONCATENATED_KEYS, OPTIONAL_TOKEN_KEYS, REQUIRED_TOKEN_KEYS, WEIGHTS_KEY
+
+__all__ = ["PreTokenizedDataset", "pretokenize", "sample_from_row"]
+
+TOKEN_KEYS = (*REQUIRED_TOKEN_KEYS, *OPTIONAL_TOKEN_KEYS)
+STORED_MEDIA_KEYS = (*PIXEL_KEYS, *CONCATENATED_KEYS)
+_SHAPE = "_shape"
+# Pixels (and seconds per grid) are stored as float32, every other media entry as int64.
+_DTYPES = {
+    key: np.float32 if key in PIXEL_KEYS or key == "second_per_grid_ts" else np.int64
+    for key in STORED_MEDIA_KEYS
+}
+
+
+def _datasets() -> Any:
+    try:
+        import datasets
+    except ImportError as exc:
+        msg = "pretokenize needs the 'datasets' package: pip install datasets"
+        raise MissingDependencyError(msg) from exc
+    return datasets
+
+
+def _features() -> Any:
+    datasets = _datasets()
+    columns: dict[str, Any] = {
+        key: datasets.Sequence(datasets.Value("int64")) for key in TOKEN_KEYS
+    }
+    columns[WEIGHTS_KEY] = datasets.Sequence(datasets.Value("float32"))
+    for key in STORED_MEDIA_KEYS:
+        columns[key] = datasets.Sequence(datasets.Value(np.dtype(_DTYPES[key]).name))
+        columns[key + _SHAPE] = datasets.Sequence(datasets.Value("int64"))
+    columns["source_index"] = datasets.Value("int64")
+    columns["dropped_reason"] = datasets.Value("string")
+    columns["dropped_detail"] = datasets.Value("string")
+    return datasets.Features(columns)
+
+
+def _decode_image(value: Any) -> Any:
+    """Arrow keeps an undeclared image as ``{"bytes", "path"}``; open it as PIL."""
+    if isinstance(value, Mapping) and ("bytes" in value or "path" in value):
+        from PIL import Image
+
+        if value.get("bytes") is not None:
+            return Image.open(io.BytesIO(value["bytes"]))
+        return value.get("path")
+    return value
+
+
+def _conversation_of(example: Mapping[str, Any]) -> dict[str, Any]:
+    """Undo Arrow's struct filling: drop None fields, decode images, fill placeholders."""
+    images = list(example.get("images") or [])
+    messages = []
+    for message in example["conversation"]:
+        content = message.get("content")
+        if isinstance(content, list):
+            items = []
+            for item in content:
+                item = {key: value for key, value in item.items() if value is not None}
+                if item.get("type") == "image":
+                    if "image" not in item and images:
+                        item["image"] = images.pop(0)
+                    if "image" in item:
+                        item["image"] = _decode_image(item["image"])
+                items.append(item)
+            content = items
+        messages.append({**{k: v for k, v in message.items() if v is not None}, "content": content})
+    return {**{k: v for k, v in example.items() if k != "images"}, "conversation": messages}
+
+
+def _stored(value: Any, key: str, index: int) -> tuple[np.ndarray, list[int]]:
+    if isinstance(value, (list, tuple)):
+        shapes = {tuple(item.shape[1:]) for item in value}
+        if len(shapes) != 1:
+            msg = f"'{key}' holds tensors of different shapes, which pretokenize cannot store"
+            raise SampleTypeError(msg, sample_index=index)
+        value = torch.cat(list(value), dim=0)
+    tensor = value if isinstance(value, torch.Tensor) else torch.as_tensor(value)
+    tensor = tensor.float() if _DTYPES[key] is np.float32 else tensor.long()
+    return tensor.reshape(-1).numpy(), np.asarray(tensor.shape, dtype=np.int64)
+
+
+def _row(collator: Any, example: Mapping[str, Any], index: int) -> dict[str, Any]:
+    from ._collator import pretokenize_sample
+
+    no_ints = np.zeros(0, dtype=np.int64)
+    row: dict[str, Any] = {key: no_ints for key in TOKEN_KEYS}
+    row[WEIGHTS_KEY] = np.zeros(0, dtype=np.float32)
+    for key in STORED_MEDIA_KEYS:
+        row[key], row[key + _SHAPE] = np.zeros(0, dtype=_DTYPES[key]), no_ints
+    row.update(source_index=index, dropped_reason="", dropped_detail="")
+    conversation = _conversation_of(example)
+    try:
+        sample = pretokenize_sample(collator, conversation)
+    except SampleError as error:
+        # The collator saw a batch of one; name the row of the dataset instead.
+        raise type(error)(
+            error.detail,
+            sample_index=index,
+            message_index=error.message_index,
+            item_index=error.item_index,
+        ) from error
+    except BatchError:
+        # A policy dropped the sample; run it once more to read why from the report.
+        single = attrs.evolve(collator, shift_labels=False)
+        try:
+            single([conversation])
+        except BatchError:
+            pass
+        dropped = single.last_report.dropped if single.last_report else []
+        if not dropped:
+            raise
+        row.update(dropped_reason=dropped[0].reason, dropped_detail=dropped[0].detail)
+        return row
+    for key in TOKEN_KEYS:
+        if key in sample:
+            row[key] = sample[key].long().numpy()
+    if sample.get(WEIGHTS_KEY) is not None:
+        row[WEIGHTS_KEY] = sample[WEIGHTS_KEY].float().numpy()
+    for key in STORED_MEDIA_KEYS:
+        if sample.get(key) is not None:
+            row[key], row[key + _SHAPE] = _stored(sample[key], key, index)
+    return row
+
+
+def _map_batch(
+    batch: Mapping[str, list[Any]], indices: list[int], rank: int | None, *, collator: Any
+) -> dict:
+    if rank is not None and torch.get_num_threads() != 1:
+        # A forked worker must not reuse the parent's OpenMP pool (it can deadlock),
+        # and num_proc workers with one thread each do not oversubscribe the cores.
+        torch.set_num_threads(1)
+    rows = [
+        _row(collator, {key: values[position] for key, values in batch.items()}, index)
+        for position, index in enumerate(indices)
+    ]
+    return {key: [row[key] for row in rows] for key in rows[0]}
+
+
+def sample_from_row(row: Mapping[str, Any]) -> dict[str, torch.Tensor]:
+    """Turn one stored row of :func:`pretokenize` back into a pre-tokenized sample.
+
+    Token keys come back as int64 tensors and ``loss_weights`` as float32; a
+    key stored empty (the sample had none) is left out.
+    """
+    sample = {key: torch.as_tensor(np.asarray(row[key]), dtype=torch.long) for key in TOKEN_KEYS}
+    if WEIGHTS_KEY in row:  # rows stored before loss weights were kept have no such column
+        sample[WEIGHTS_KEY] = torch.as_tensor(np.asarray(row[WEIGHTS_KEY]), dtype=torch.float32)
+    length = sample["input_ids"].shape[0]
+    for key in (*OPTIONAL_TOKEN_KEYS, WEIGHTS_KEY):
+        if key in sample and sample[key].shape[0] != length:  # stored empty: the sample has none
+            del sample[key]
+    for key in STORED_MEDIA_KEYS:
+        shape = [int(size) for size in np.asarray(row[key + _SHAPE]).tolist()]
+        if shape:
+            values = torch.as_tensor(np.asarray(row[key]))
+            sample[key] = values.reshape(shape)
+    return sample
+
+
+@attrs.frozen
+class PreTokenizedDataset(Sequence):
+    """Pre-tokenized samples backed by a ``datasets.Dataset``, and the samples dropped on the way.
+
+    It is a sequence (and so a map-style torch dataset): item ``i`` is the
+    mapping of tensors :class:`~vlm_collate.PreTokenizedCollator` takes.
+
+    Args:
+        dataset: The stored rows of the kept samples (flat tensors, shapes, ``source_index``).
+        dropped: Samples a policy dropped; ``index`` is the row of the source dataset.
+    """
+
+    dataset: Any
+    dropped: list[DroppedSample] = attrs.Factory(list)
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: Any) -> Any:
+        if isinstance(index, slice):
+            return [self[position] for position in range(*index.indices(len(self)))]
+        return sample_from_row(self.dataset.with_format("numpy")[index])
+
+    @property
+    def source_indices(self) -> list[int]:
+        """Row of the source dataset each kept sample came from."""
+        return list(self.dataset["source_index"])
+
+
+def pretokenize(
+    dataset: Any, collator: Any, *, num_proc: int | None = None, batch_size: int = 16
+) -> PreTokenizedDataset:
+    """Tokenize every row of ``dataset`` with ``collator`` ahead of training.
+
+    A collator built with ``LabelPolicy(loss_weights=True)`` stores each
+    sample's per-token ``loss_weights`` too (float32, unshifted like labels).
+    Rows hold a ``"conversation"`` as the chat collators take it. Images may be
+    PIL images (the ``datasets.Image`` feature), paths, or placeholders
+    ``{"type": "image"}`` filled in order from an ``"images"`` column. Errors
+    raised by a policy set to ``"raise"`` propagate, naming the dataset row
+    (``"sample 41, message 1: ..."``); samples dropped by a policy set to
+    ``"drop"`` are reported in ``result.dropped``.
+
+    Args:
+        dataset: A ``datasets.Dataset``.
+        collator: Any chat collator (a :class:`~vlm_collate.BaseCollator`); it is
+            pickled into the worker processes when ``num_proc > 1``.
+        num_proc: Processes for ``Dataset.map``; None works in this process.
+            Each worker process runs torch with one thread.
+        batch_size: Rows handed to each ``map`` call.
+    """
+    stored = dataset.map(
+        _map_batch,
+        batched=True,
+        batch_size=batch_size,
+        with_indices=True,
+        with_rank=True,
+        num_proc=num_proc,
+        fn_kwargs={"collator": collator},
+        remove_columns=list(dataset.column_names),
+        features=_features(),
+        desc="pre-tokenizing",
+    )
+    reasons = stored["dropped_reason"]
+    dropped_rows = [position for position, reason in enumerate(reasons) if reason]
+    dropped = [
+        DroppedSample(int(row["source_index"]), row["dropped_reason"], row["dropped_detail"])
+        for row in (stored[position] for position in dropped_rows)
+    ]
+    if dropped_rows:
+        kept = sorted(set(range(len(stored))) - set(dropped_rows))
+        stored = stored.select(kept)
+    return PreTokenizedDataset(stored, dropped)

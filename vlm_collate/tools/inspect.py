@@ -1,0 +1,795 @@
+"""Seeing what a collator trains on: the engine behind ``vlm-collate inspect``.
+
+:func:`load_jsonl` reads a dataset of chat samples, :func:`inspect_samples`
+collates it batch by batch and records, for every token of every row, whether
+it is prompt, trained, media placeholder or padding; :func:`render_text` and
+:func:`render_html` turn that record into a terminal view or a standalone HTML
+page. The renderers are pure functions of an :class:`Inspection`.
+
+Labels are mapped back onto the tokens they train. With pre-shifted labels
+(``shift_labels=True``), ``labels[t]`` is the target at position ``t``, which is
+the token ``input_ids[t + 1]``, so that is the token marked as trained.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import html
+import itertools
+import json
+import logging
+import os
+import pathlib
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any, Literal
+
+import attrs
+import torch
+
+from .._pipeline import BaseCollator, CollateReport, DroppedSample
+from ..errors import (
+    BatchError,
+    ConfigurationError,
+    SampleError,
+    SampleTypeError,
+    VLMCollateError,
+)
+from ..labels import IGNORE_INDEX
+from ..media import is_remote, media_token_ids
+
+__all__ = [
+    "BatchView",
+    "Inspection",
+    "Record",
+    "SampleView",
+    "Segment",
+    "captured_logs",
+    "describe_row",
+    "inspect_samples",
+    "load_jsonl",
+    "render_html",
+    "render_text",
+]
+
+Kind = Literal["prompt", "trained", "media", "padding"]
+
+_MEDIA_KEYS = {kind: (kind, "path", "url") for kind in ("image", "video", "audio")}
+# base.py logs every dropped sample with this format; the report already shows them.
+_DROPPED_LOG_FORMAT = "dropped sample %d (%s): %s"
+
+
+# -- data model ---------------------------------------------------------------
+
+
+@attrs.frozen
+class Record:
+    """One sample read from a JSONL file.
+
+    Args:
+        index: Position of the sample in the file (0-based, blank lines skipped).
+        line: Line number in the file (1-based).
+        example: The sample, media paths resolved against the file's directory.
+    """
+
+    index: int
+    line: int
+    example: Mapping[str, Any] = attrs.field(repr=False)
+
+    @property
+    def name(self) -> str | None:
+        """The sample's ``"id"``, if it has one."""
+        value = self.example.get("id")
+        return str(value) if isinstance(value, (str, int)) else None
+
+
+@attrs.frozen
+class Segment:
+    """A run of tokens of one kind, as text.
+
+    Args:
+        kind: ``"prompt"``, ``"trained"``, ``"media"`` or ``"padding"``.
+        text: The decoded text; for ``repeat > 1``, one token's text.
+        repeat: How many times the token ``text`` repeats (collapsed runs).
+        weight: The loss weight of a trained run, when the batch has ``loss_weights``.
+    """
+
+    kind: Kind
+    text: str
+    repeat: int = 1
+    weight: float | None = None
+
+
+@attrs.frozen
+class SampleView:
+    """What became of one sample: its row's tokens, counts and warnings."""
+
+    index: int
+    line: int
+    name: str | None
+    segments: tuple[Segment, ...] = ()
+    tokens: int = 0
+    trained: int = 0
+    padding: int = 0
+    media: tuple[tuple[str, int], ...] = ()
+    truncated: bool = False
+    dropped: DroppedSample | None = None
+    warnings: tuple[str, ...] = ()
+
+
+@attrs.frozen
+class BatchView:
+    """One collated batch: which samples it held, its shape, and loose notes."""
+
+    number: int
+    indices: tuple[int, ...]
+    shape: tuple[int, ...] | None
+    notes: tuple[str, ...] = ()
+
+
+@attrs.frozen
+class Inspection:
+    """Everything the renderers show."""
+
+    source: str
+    processor: str
+    collator: str
+    options: Mapping[str, Any]
+    samples: tuple[SampleView, ...]
+    batches: tuple[BatchView, ...]
+    notes: tuple[str, ...] = ()
+
+    @property
+    def shift_labels(self) -> bool:
+        return bool(self.options.get("shift_labels", True))
+
+    def summary(self) -> dict[str, int]:
+        """Counts for the summary line, by name."""
+        kept = [view for view in self.samples if view.dropped is None]
+        return {
+            "samples": len(self.samples),
+            "kept": len(kept),
+            "dropped": len(self.samples) - len(kept),
+            "truncated": sum(view.truncated for view in kept),
+            "tokens": sum(view.tokens for view in kept),
+            "trained": sum(view.trained for view in kept),
+            "warnings": sum(len(view.warnings) for view in self.samples)
+            + sum(len(batch.notes) for batch in self.batches),
+        }
+
+
+# -- reading data -------------------------------------------------------------
+
+
+def load_jsonl(path: str | os.PathLike[str], *, limit: int | None = None) -> list[Record]:
+    """Read chat samples from a JSONL file, one JSON object per line.
+
+    Relative image, video and audio paths are resolved against the file's
+    directory; blank lines are skipped.
+
+    Args:
+        path: The JSONL file.
+        limit: Read at most this many samples.
+    """
+    path = pathlib.Path(path)
+    if not path.is_file():
+        msg = f"data file {str(path)!r} does not exist."
+        raise ConfigurationError(msg)
+    records: list[Record] = []
+    with path.open(encoding="utf-8") as handle:
+        for line_number, line in enumerate(handle, start=1):
+            if limit is not None and len(records) >= limit:
+                break
+            if not line.strip():
+                continue
+            example = _resolve_media(_parse_line(line, path, line_number), path.parent)
+            records.append(Record(index=len(records), line=line_number, example=example))
+    if not records:
+        msg = f"{path}: the file holds no samples."
+        raise SampleError(msg)
+    return records
+
+
+def _parse_line(line: str, path: pathlib.Path, line_number: int) -> dict[str, Any]:
+    try:
+        example = json.loads(line)
+    except json.JSONDecodeError as exc:
+        msg = f"{path}, line {line_number}: invalid JSON ({exc.msg} at column {exc.colno})."
+        raise SampleError(msg) from exc
+    if not isinstance(example, dict):
+        msg = f"{path}, line {line_number}: expected a JSON object (got {type(example).__name__})."
+        raise SampleTypeError(msg)
+    return example
+
+
+def _resolve_media(example: dict[str, Any], base: pathlib.Path) -> dict[str, Any]:
+    """Return a copy of ``example`` whose relative media paths start at ``base``."""
+    conversation = example.get("conversation")
+    if not isinstance(conversation, list):
+        return example  # the collator reports the malformed sample with its position
+    messages = []
+    for message in conversation:
+        content = message.get("content") if isinstance(message, dict) else None
+        if isinstance(content, list):
+            message = {**message, "content": [_resolve_item(item, base) for item in content]}
+        messages.append(message)
+    return {**example, "conversation": messages}
+
+
+def _resolve_item(item: Any, base: pathlib.Path) -> Any:
+    kind = item.get("type") if isinstance(item, dict) else None
+    if kind not in _MEDIA_KEYS:
+        return item
+    resolved = dict(item)
+    for key in _MEDIA_KEYS[kind]:
+        value = item.get(key)
+        if (
+            isinstance(value, str)
+            and value
+            and not is_remote(value)
+            and not value.startswith("file:")
+        ):
+            resolved[key] = str(base / value)  # an absolute value stays as it is
+    return resolved
+
+
+# -- collating and analysing ----------------------------------------------------
+
+
+class _ListHandler(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(level=logging.WARNING)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+@contextlib.contextmanager
+def captured_logs() -> Iterator[list[logging.LogRecord]]:
+    """Collect this package's warnings instead of printing them; yields the list."""
+    package_logger = logging.getLogger("vlm_collate")
+    handler = _ListHandler()
+    propagate = package_logger.propagate
+    package_logger.addHandler(handler)
+    package_logger.propagate = False
+    try:
+        yield handler.records
+    finally:
+        package_logger.removeHandler(handler)
+        package_logger.propagate = propagate
+
+
+def inspect_samples(
+    collator: BaseCollator,
+    records: Sequence[Record],
+    *,
+    batch_size: int = 4,
+    source: str = "",
+    processor: str = "",
+    notes: Sequence[str] = (),
+) -> Inspection:
+    """Collate ``records`` in batches of ``batch_size`` and describe every row.
+
+    A :class:`~vlm_collate.VLMCollateError` is raised again with the sample's
+    position in the file (index and line) instead of its position in the batch.
+    """
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0:
+        msg = f"'batch_size' must be a positive int (got {batch_size!r})."
+        raise ConfigurationError(msg)
+    views: list[SampleView] = []
+    batches: list[BatchView] = []
+    for number, start in enumerate(range(0, len(records), batch_size)):
+        chunk = list(records[start : start + batch_size])
+        batch_views, batch_view = _inspect_batch(collator, chunk, number)
+        views.extend(batch_views)
+        batches.append(batch_view)
+    options = {
+        "max_length": collator.max_length,
+        "shift_labels": collator.shift_labels,
+        "empty_labels": collator.empty_labels,
+        "special_tokens_in_text": collator.special_tokens_in_text,
+        "overlong": collator.overlong,
+        "batch_size": batch_size,
+    }
+    options.update(_policy_options(collator))
+    return Inspection(
+        source=source,
+        processor=processor or type(collator.processor).__name__,
+        collator=type(collator).__name__,
+        options=options,
+        samples=tuple(views),
+        batches=tuple(batches),
+        notes=tuple(notes),
+    )
+
+
+def _policy_options(collator: BaseCollator) -> dict[str, Any]:
+    """The label policy's settings that differ from the default, for the settings line."""
+    policy = getattr(collator, "label_policy", None)
+    if policy is None:
+        return {}
+    shown = {}
+    default = type(policy)()
+    for name in ("turns", "roles", "train_on_end_of_turn", "reasoning", "loss_weights"):
+        value = getattr(policy, name)
+        if value != getattr(default, name):
+            if name == "roles":
+                value = ",".join(sorted(value))
+            elif callable(value):
+                value = getattr(value, "__name__", "callable")
+            shown[name] = value
+    return shown
+
+
+def _inspect_batch(
+    collator: BaseCollator, chunk: list[Record], number: int
+) -> tuple[list[SampleView], BatchView]:
+    indices = tuple(record.index for record in chunk)
+    with captured_logs() as logged:
+        try:
+            batch = collator([record.example for record in chunk])
+        except BatchError as exc:
+            if not _all_dropped(collator.last_report, len(chunk)):
+                raise _located(exc, chunk) from exc
+            batch = None
+        except VLMCollateError as exc:
+            raise _located(exc, chunk) from exc
+        report = collator.last_report
+    warnings = _warnings_by_sample(report, chunk)
+    notes = tuple(_loose_notes(logged, report))
+    views = _row_views(collator, batch, report, chunk, warnings)
+    shape = tuple(batch["input_ids"].shape) if batch is not None else None
+    return views, BatchView(number=number, indices=indices, shape=shape, notes=notes)
+
+
+def _all_dropped(report: CollateReport | None, batch_size: int) -> bool:
+    """Whether the failed call's report shows every sample of the batch dropped."""
+    if report is None:
+        return False
+    return {item.index for item in report.dropped} == set(range(batch_size))
+
+
+def _located(exc: VLMCollateError, chunk: Sequence[Record]) -> VLMCollateError:
+    """The same error, placed in the file instead of in the batch."""
+    local = getattr(exc, "sample_index", None)
+    if isinstance(exc, SampleError) and isinstance(local, int) and 0 <= local < len(chunk):
+        record = chunk[local]
+        return type(exc)(
+            f"{exc.detail} (line {record.line})",
+            sample_index=record.index,
+            message_index=exc.message_index,
+            item_index=exc.item_index,
+        )
+    first, last = chunk[0], chunk[-1]
+    where = (
+        f"batch of samples {first.index}-{last.index} (lines {first.line}-{last.line}; "
+        "sample numbers after this count from 0 within the batch)"
+    )
+    return type(exc)(f"{where}: {exc}")
+
+
+def _warnings_by_sample(report: CollateReport, chunk: Sequence[Record]) -> dict[int, list[str]]:
+    warnings: dict[int, list[str]] = collections.defaultdict(list)
+    for warning in report.warnings:
+        warnings[chunk[warning.index].index].append(warning.detail)
+    return warnings
+
+
+def _loose_notes(logged: list[logging.LogRecord], report: CollateReport) -> Iterator[str]:
+    """Warnings that belong to no sample (for example a fallback label strategy)."""
+    known = {str(warning) for warning in report.warnings}
+    for record in logged:
+        if record.msg == _DROPPED_LOG_FORMAT:
+            continue
+        text = record.getMessage()
+        if text not in known:
+            known.add(text)
+            yield text
+
+
+def _row_views(
+    collator: BaseCollator,
+    batch: Mapping[str, Any] | None,
+    report: CollateReport,
+    chunk: Sequence[Record],
+    warnings: Mapping[int, list[str]],
+) -> list[SampleView]:
+    rows = {local: row for row, local in enumerate(report.kept)}
+    truncated = set(report.truncated)
+    dropped = {item.index: item for item in report.dropped}
+    media_ids = media_token_ids(collator.processor)
+    views = []
+    for local, record in enumerate(chunk):
+        extra = tuple(warnings.get(record.index, ()))
+        if batch is None or local not in rows:
+            reason = dropped.get(local)
+            reason = attrs.evolve(reason, index=record.index) if reason is not None else None
+            views.append(
+                SampleView(
+                    index=record.index,
+                    line=record.line,
+                    name=record.name,
+                    dropped=reason,
+                    warnings=extra,
+                )
+            )
+            continue
+        row = describe_row(
+            batch, rows[local], collator.tokenizer, media_ids, shifted=collator.shift_labels
+        )
+        views.append(
+            attrs.evolve(
+                row,
+                index=record.index,
+                line=record.line,
+                name=record.name,
+                truncated=local in truncated,
+                warnings=extra + row.warnings,
+            )
+        )
+    return views
+
+
+def describe_row(
+    batch: Mapping[str, Any], row: int, tokenizer: Any, media_ids: frozenset[int], *, shifted: bool
+) -> SampleView:
+    """Describe one row of a collated batch; index, line and name are left at 0/None."""
+    ids, real, targets = _aligned_row(batch, row, shifted=shifted)
+    weights = _aligned_weights(batch, row, len(ids), shifted=shifted)
+    kinds: list[Kind] = []
+    for token, is_real, target in zip(ids, real, targets, strict=True):
+        if target != IGNORE_INDEX:
+            kinds.append("trained")
+        elif not is_real:
+            kinds.append("padding")
+        elif token in media_ids:
+            kinds.append("media")
+        else:
+            kinds.append("prompt")
+    mask = _mask(batch)[row]
+    media = collections.Counter(
+        token for token, is_real in zip(ids, real, strict=True) if is_real and token in media_ids
+    )
+    warnings = _row_problems(ids, real, targets, media_ids)
+    return SampleView(
+        index=0,
+        line=0,
+        name=None,
+        segments=tuple(_segments(ids, kinds, tokenizer, weights)),
+        tokens=int(mask.sum()),
+        trained=sum(target != IGNORE_INDEX for target in targets),
+        padding=int((mask == 0).sum()),
+        media=tuple((_token_text(tokenizer, token), count) for token, count in media.most_common()),
+        warnings=tuple(warnings),
+    )
+
+
+def _mask(batch: Mapping[str, Any]) -> torch.Tensor:
+    mask = batch.get("attention_mask")
+    return mask if isinstance(mask, torch.Tensor) else torch.ones_like(batch["input_ids"])
+
+
+def _aligned_row(
+    batch: Mapping[str, Any], row: int, *, shifted: bool
+) -> tuple[list[int], list[bool], list[int]]:
+    """Token ids, realness and targets, aligned so that ``targets[t]`` trains ``ids[t]``."""
+    ids = batch["input_ids"][row].tolist()
+    real = [bool(value) for value in _mask(batch)[row].tolist()]
+    labels = batch["labels"][row].tolist()
+    if not shifted:
+        return ids, real, labels
+    # labels[t] is the target at position t, i.e. the token at t + 1.
+    targets = [IGNORE_INDEX, *labels]
+    if labels and labels[-1] != IGNORE_INDEX:  # the shift cut this token from input_ids
+        ids.append(labels[-1])
+        real.append(True)
+    return ids, real, targets[: len(ids)]
+
+
+def _aligned_weights(
+    batch: Mapping[str, Any], row: int, length: int, *, shifted: bool
+) -> list[float] | None:
+    """``loss_weights`` aligned like :func:`_aligned_row`'s targets, or None without them."""
+    weights = batch.get("loss_weights")
+    if not isinstance(weights, torch.Tensor):
+        return None
+    values = weights[row].tolist()
+    if shifted:
+        values = [0.0, *values]
+    values += [0.0] * (length - len(values))
+    return values[:length]
+
+
+def _row_problems(
+    ids: list[int], real: list[bool], targets: list[int], media_ids: frozenset[int]
+) -> Iterator[str]:
+    trained = [
+        (token, is_real, target)
+        for token, is_real, target in zip(ids, real, targets, strict=True)
+        if target != IGNORE_INDEX
+    ]
+    mismatched = sum(token != target for token, _, target in trained)
+    if mismatched:
+        yield f"{mismatched} label(s) differ from the token they should train (label shift bug?)"
+    padded = sum(not is_real for _, is_real, _ in trained)
+    if padded:
+        yield f"{padded} padding token(s) are trained"
+    media = sum(token in media_ids for token, _, _ in trained)
+    if media:
+        yield f"{media} media placeholder token(s) are trained"
+
+
+def _segments(
+    ids: list[int], kinds: list[Kind], tokenizer: Any, weights: list[float] | None = None
+) -> Iterator[Segment]:
+    """Group tokens into runs of one kind; media and padding runs collapse per token.
+
+    With ``weights``, a trained run also breaks where its loss weight changes.
+    """
+    bounds = [0] + [
+        t
+        for t in range(1, len(ids))
+        if kinds[t] != kinds[t - 1]
+        or _repeats(kinds[t], ids, t)
+        or (weights is not None and kinds[t] == "trained" and weights[t] != weights[t - 1])
+    ]
+    bounds.append(len(ids))
+    texts = _decoded_pieces(ids, bounds, tokenizer)
+    for (start, end), text in zip(itertools.pairwise(bounds), texts, strict=True):
+        kind = kinds[start]
+        if kind in ("media", "padding"):
+            yield Segment(kind, _token_text(tokenizer, ids[start]), end - start)
+        elif text:
+            weight = weights[start] if weights is not None and kind == "trained" else None
+            yield Segment(kind, text, weight=weight)
+
+
+def _repeats(kind: Kind, ids: list[int], t: int) -> bool:
+    """A media or padding run breaks wherever the token changes."""
+    return kind in ("media", "padding") and ids[t] != ids[t - 1]
+
+
+def _decoded_pieces(ids: list[int], bounds: list[int], tokenizer: Any) -> list[str]:
+    """Text of each ``ids[bounds[i]:bounds[i + 1]]``, decoded in context.
+
+    Decoding prefixes and taking differences keeps characters that
+    SentencePiece would drop at the start of a lone piece (a leading space).
+    """
+    prefixes = [_decode(tokenizer, ids[:end]) for end in bounds]
+    pieces = []
+    spans = zip(itertools.pairwise(bounds), itertools.pairwise(prefixes), strict=True)
+    for (start, end), (before, after) in spans:
+        pieces.append(
+            after[len(before) :] if after.startswith(before) else _decode(tokenizer, ids[start:end])
+        )
+    return pieces
+
+
+def _decode(tokenizer: Any, ids: list[int]) -> str:
+    if not ids:
+        return ""
+    return tokenizer.decode(ids, skip_special_tokens=False, clean_up_tokenization_spaces=False)
+
+
+def _token_text(tokenizer: Any, token: int) -> str:
+    text = tokenizer.convert_ids_to_tokens(token)
+    return text if isinstance(text, str) else str(token)
+
+
+# -- rendering ---------------------------------------------------------------------
+
+
+_ANSI = {
+    "trained": "\x1b[30;42m",
+    "media": "\x1b[35m",
+    "padding": "\x1b[2m",
+    "header": "\x1b[1m",
+    "warning": "\x1b[33m",
+    "dropped": "\x1b[31m",
+}
+_RESET = "\x1b[0m"
+_SHIFT_NOTE = (
+    "labels are pre-shifted (labels[t] trains input_ids[t+1]); "
+    "the trained tokens themselves are marked"
+)
+
+
+def _paint(text: str, style: str | None, color: bool) -> str:
+    """Colour ``text`` line by line, so a background never spills past a newline."""
+    if not color or style is None or not text:
+        return text
+    return "\n".join(f"{_ANSI[style]}{part}{_RESET}" if part else part for part in text.split("\n"))
+
+
+def _segment_text(segment: Segment) -> str:
+    return f"{segment.text} x{segment.repeat}" if segment.repeat > 1 else segment.text
+
+
+def _weight_note(segment: Segment) -> str:
+    """``{w=0.5}`` after a trained run whose loss weight is not 1."""
+    if segment.weight is None or segment.weight == 1.0:
+        return ""
+    return f"{{w={segment.weight:g}}}"
+
+
+def _plain_segment(segment: Segment) -> str:
+    text = _segment_text(segment)
+    if segment.kind == "trained":
+        return f"[[{text}]]{_weight_note(segment)}"
+    if segment.kind == "padding":
+        return f"{{pad {text}}}"
+    return text
+
+
+def _legend(inspection: Inspection, color: bool) -> str:
+    if color:
+        parts = [
+            _paint("trained", "trained", True),
+            "prompt",
+            _paint("<media> xN", "media", True),
+            _paint("padding", "padding", True),
+        ]
+        legend = "legend: " + "  ".join(parts)
+    else:
+        legend = "legend: [[trained tokens]]  prompt tokens  <media> xN  {pad <token> xN}"
+    if inspection.shift_labels:
+        legend += f"\n{_SHIFT_NOTE}"
+    return legend
+
+
+def _counts(view: SampleView) -> str:
+    if view.dropped is not None:
+        return f"DROPPED ({view.dropped.reason}): {view.dropped.detail}"
+    if not view.segments:
+        return "DROPPED (reason not reported)"
+    parts = [_plural(view.tokens, "token"), f"{view.trained} trained"]
+    if view.media:
+        parts.append("media " + ", ".join(f"{token} x{count}" for token, count in view.media))
+    parts.append(f"{view.padding} padding")
+    if view.truncated:
+        parts.append("truncated to max_length")
+    return ", ".join(parts)
+
+
+def _title(view: SampleView) -> str:
+    name = f" [{view.name}]" if view.name else ""
+    return f"sample {view.index}{name} (line {view.line})"
+
+
+def _plural(count: int, noun: str, suffix: str = "") -> str:
+    return f"{count} {noun}{'' if count == 1 else 's'}{suffix}"
+
+
+def _summary_line(inspection: Inspection) -> str:
+    counts = inspection.summary()
+    parts = [
+        _plural(counts["samples"], "sample"),
+        _plural(counts["kept"], "row", " kept"),
+        f"{counts['dropped']} dropped",
+        f"{counts['truncated']} truncated",
+        _plural(counts["tokens"], "token"),
+        _plural(counts["trained"], "trained token"),
+        _plural(counts["warnings"], "warning"),
+    ]
+    return "summary: " + ", ".join(parts)
+
+
+def _settings(inspection: Inspection) -> list[str]:
+    options = ", ".join(f"{key}={value!r}" for key, value in inspection.options.items())
+    return [
+        f"data: {inspection.source}",
+        f"processor: {inspection.processor} -> {inspection.collator}",
+        f"options: {options}",
+    ]
+
+
+def _batch_title(batch: BatchView) -> str:
+    shape = "x".join(map(str, batch.shape)) if batch.shape else "no rows, every sample was dropped"
+    first, last = batch.indices[0], batch.indices[-1]
+    samples = f"sample {first}" if first == last else f"samples {first}-{last}"
+    return f"{samples}, input_ids {shape}"
+
+
+def render_text(inspection: Inspection, *, color: bool = False) -> str:
+    """The terminal view; ANSI colours when ``color``, otherwise ``[[trained]]`` markers."""
+    lines = [
+        *_settings(inspection),
+        *(f"note: {note}" for note in inspection.notes),
+        _legend(inspection, color),
+    ]
+    by_index = {view.index: view for view in inspection.samples}
+    for batch in inspection.batches:
+        lines += [
+            "",
+            f"== batch {batch.number}: {_batch_title(batch)}",
+        ]
+        lines += [_paint(f"warning: {note}", "warning", color) for note in batch.notes]
+        for index in batch.indices:
+            lines += ["", *_text_sample(by_index[index], color)]
+    lines += ["", _paint(_summary_line(inspection), "header", color)]
+    return "\n".join(lines) + "\n"
+
+
+def _text_sample(view: SampleView, color: bool) -> list[str]:
+    style = "dropped" if view.dropped is not None or not view.segments else "header"
+    lines = [_paint(f"-- {_title(view)}: {_counts(view)}", style, color)]
+    lines += [_paint(f"warning: {warning}", "warning", color) for warning in view.warnings]
+    if view.segments:
+        if color:
+            body = "".join(
+                _paint(_segment_text(s), None if s.kind == "prompt" else s.kind, True)
+                + _paint(_weight_note(s), "warning", True)
+                for s in view.segments
+            )
+        else:
+            body = "".join(_plain_segment(segment) for segment in view.segments)
+        lines.append(body.rstrip("\n"))
+    return lines
+
+
+_CSS = """
+body { font-family: system-ui, sans-serif; margin: 2em; color: #222; }
+pre { white-space: pre-wrap; word-break: break-word; background: #fafafa; border: 1px solid #ddd;
+      padding: .6em; font-family: ui-monospace, monospace; font-size: 13px; }
+.trained { background: #b7ecb2; outline: 1px solid #6cbf63; }
+.media { color: #8a2be2; font-weight: bold; }
+.padding { color: #aaa; }
+.weight { color: #a05a00; font-size: 75%; }
+.warning { color: #a05a00; }
+.dropped { color: #b00020; }
+.counts, .settings { color: #555; }
+section { margin-bottom: 1.2em; }
+h2 { font-size: 1.05em; margin-bottom: .3em; }
+"""
+
+
+def render_html(inspection: Inspection) -> str:
+    """A standalone HTML page (inline CSS, no external assets) with the same content."""
+    escape = html.escape
+    parts = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8"><title>vlm-collate inspect</title>',
+        f"<style>{_CSS}</style></head><body>",
+        "<h1>vlm-collate inspect</h1>",
+        '<ul class="settings">',
+        *(f"<li>{escape(line)}</li>" for line in _settings(inspection)),
+        *(f'<li class="warning">note: {escape(note)}</li>' for note in inspection.notes),
+        "</ul>",
+        '<p>Legend: <span class="trained">trained</span> prompt '
+        '<span class="media">media xN</span> <span class="padding">padding</span></p>',
+    ]
+    if inspection.shift_labels:
+        parts.append(f"<p>{html.escape(_SHIFT_NOTE)}</p>")
+    by_index = {view.index: view for view in inspection.samples}
+    for batch in inspection.batches:
+        parts.append(f"<h2>Batch {batch.number}: {html.escape(_batch_title(batch))}</h2>")
+        parts += [f'<p class="warning">warning: {escape(note)}</p>' for note in batch.notes]
+        parts += [_html_sample(by_index[index]) for index in batch.indices]
+    parts += [f"<p><strong>{escape(_summary_line(inspection))}</strong></p>", "</body></html>"]
+    return "\n".join(parts) + "\n"
+
+
+def _html_sample(view: SampleView) -> str:
+    escape = html.escape
+    dropped = view.dropped is not None or not view.segments
+    counts_class = "dropped" if dropped else "counts"
+    parts = [
+        f'<section id="sample-{view.index}">',
+        f"<h3>{escape(_title(view))}</h3>",
+        f'<p class="{counts_class}">{escape(_counts(view))}</p>',
+        *(f'<p class="warning">warning: {escape(warning)}</p>' for warning in view.warnings),
+    ]
+    if view.segments:
+        spans = []
+        for segment in view.segments:
+            text = escape(_segment_text(segment))
+            note = _weight_note(segment)
+            spans.append(
+                text if segment.kind == "prompt" else f'<span class="{segment.kind}">{text}</span>'
+            )
+            if note:
+                spans.append(f'<sup class="weight">{escape(note)}</sup>')
+        parts.append(f"<pre>{''.join(spans)}</pre>")
+    parts.append("</section>")
+    return "\n".join(parts)
