@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import logging
 
 import attrs
@@ -92,10 +93,42 @@ class TestRegistry:
 
 
 class TestSubclassing:
-    def test_base_needs_strategies(self, qwen_processor):
-        """The base class says what a subclass must define."""
-        with pytest.raises(vc.ConfigurationError, match="BaseCollator must define label_strategy"):
+    def test_base_is_abstract(self, qwen_processor):
+        """BaseCollator is abstract, and instantiating it says what a family must implement."""
+        assert inspect.isabstract(vc.BaseCollator)
+        with pytest.raises(
+            TypeError,
+            match="BaseCollator is abstract: subclass it and implement "
+            "default_label_strategy, default_media_strategy",
+        ):
             vc.BaseCollator(processor=qwen_processor)
+
+    def test_subclass_missing_a_strategy_is_abstract(self, qwen_processor):
+        """A subclass that names only its label strategy cannot be instantiated."""
+
+        @attrs.define(kw_only=True)
+        class Half(vc.BaseCollator):
+            def default_label_strategy(self):
+                return vc.ImStartMarker()
+
+        with pytest.raises(TypeError, match="Half is abstract.*default_media_strategy"):
+            Half(processor=qwen_processor)
+
+    def test_minimal_subclass_trains_the_answer(self, qwen_processor):
+        """Two methods make a working family."""
+
+        @attrs.define(kw_only=True)
+        class Minimal(vc.BaseCollator):
+            def default_label_strategy(self):
+                return vc.ImStartMarker()
+
+            def default_media_strategy(self):
+                return vc.PlainMedia()
+
+        batch = Minimal(processor=qwen_processor)([sample(0)])
+        assert [["Answer 0<|im_end|>"]] == decoded_label_runs(
+            batch["labels"], qwen_processor.tokenizer
+        )
 
     def test_strategies_are_type_checked(self, qwen_processor):
         """A strategy of the wrong type is refused with its name."""

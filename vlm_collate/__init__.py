@@ -10,7 +10,9 @@ the processor class names it handles with :func:`register_collator`.
 
 from __future__ import annotations
 
-from ._pipeline import BaseCollator, CollateReport, DroppedSample, SampleWarning
+from ._pipeline import BaseCollator
+from ._public import publish as _publish
+from ._report import CollateReport, DroppedSample, SampleWarning
 from .errors import (
     BatchError,
     ConfigurationError,
@@ -128,3 +130,5 @@ __all__ = [
     "pretokenize_sample",
     "register_collator",
 ]
+
+_publish(globals(), __all__, "vlm_collate")

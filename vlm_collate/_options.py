@@ -6,10 +6,11 @@ from collections.abc import Callable
 from typing import Any
 
 import attrs
+import torch
 
 from .errors import ConfigurationError
 
-__all__ = ["one_of"]
+__all__ = ["one_of", "positive_or_none", "to_dtype"]
 
 
 def one_of(*choices: str) -> Callable[[Any, attrs.Attribute, Any], None]:
@@ -22,3 +23,22 @@ def one_of(*choices: str) -> Callable[[Any, attrs.Attribute, Any], None]:
             raise ConfigurationError(msg)
 
     return check
+
+
+def positive_or_none(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
+    """A validator accepting None or an int > 0 (not a bool)."""
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value <= 0):
+        msg = f"'{attribute.name}' must be a positive int or None (got {value!r})."
+        raise ConfigurationError(msg)
+
+
+def to_dtype(value: Any) -> torch.dtype | str | None:
+    """Convert a dtype option: a ``torch.dtype``, its name, ``"auto"`` or None."""
+    if value is None or value == "auto" or isinstance(value, torch.dtype):
+        return value
+    if isinstance(value, str):
+        dtype = getattr(torch, value.removeprefix("torch."), None)
+        if isinstance(dtype, torch.dtype):
+            return dtype
+    msg = f"'pixel_dtype' must be a torch dtype, its name, 'auto' or None (got {value!r})."
+    raise ConfigurationError(msg)

@@ -16,42 +16,48 @@ and ``media_strategy``, and overrides only the steps that differ.
 
 from __future__ import annotations
 
+import abc
 import collections
+import contextlib
+import contextvars
+import inspect
 import logging
 import re
 import typing
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, ClassVar, Literal
 
 import attrs
 import torch
 
-from ._options import one_of as _one_of
+from ._cache import ObjectCache
+from ._checks import (
+    EmptyLabelsPolicy,
+    OverlongPolicy,
+    SpecialTokensPolicy,
+    check_empty_labels,
+    check_estimated_length,
+    check_length,
+    check_special_tokens,
+    check_supported_media,
+    drop_samples,
+)
+from ._options import one_of, positive_or_none, to_dtype
 from ._padding import padded_length, padded_side, repad, shift_for_next_token, token_axis_keys
 from ._prepare import prepare_sample
-from ._samples import MEDIA_TYPES, Sample, find_special_token, require_batch
+from ._report import CollateReport, DroppedSample, SampleWarning, warn_once
+from ._samples import Sample, require_batch
 from ._template import render
+from ._tokens import tokenizer_of
+from ._types import Processor
 from .errors import (
-    BatchError,
     ConfigurationError,
-    EmptyLabelsError,
-    MediaError,
-    OverlongError,
     ProcessorError,
     SampleError,
-    SpecialTokenError,
     TemplateError,
     VLMCollateError,
 )
-from .labels import (
-    IGNORE_INDEX,
-    LabelPolicy,
-    LabelStrategy,
-    ReasoningMarkers,
-    mask_enclosed,
-    single_token_id,
-    tokenizer_of,
-)
+from .labels import IGNORE_INDEX, LabelPolicy, LabelStrategy, ReasoningMarkers
 from .media import (
     DEFAULT_MAX_IMAGE_PIXELS,
     MEDIA_KEYS,
@@ -61,98 +67,34 @@ from .media import (
     vision_token_ids,
 )
 
-__all__ = ["BaseCollator", "CollateReport", "DroppedSample", "SampleWarning"]
+__all__ = [
+    "BaseCollator",
+    "CollateReport",
+    "DroppedSample",
+    "EmptyLabelsPolicy",
+    "OverlongPolicy",
+    "SampleWarning",
+    "SpecialTokensPolicy",
+]
 
 logger = logging.getLogger("vlm_collate")
 
-_WARNED_NO_VISION_TOKENS: set[str] = set()
-
-EmptyLabelsPolicy = Literal["raise", "warn", "drop"]
-SpecialTokensPolicy = Literal["raise", "drop", "allow"]
-OverlongPolicy = Literal["drop", "raise", "truncate"]
-
-
-@attrs.frozen
-class DroppedSample:
-    """A sample left out of a batch, and why.
-
-    Args:
-        index: Position of the sample in the batch the caller passed in.
-        reason: ``"overlong"``, ``"special_tokens"``, ``"empty_labels"`` or
-            ``"unsupported_media"``.
-        detail: A sentence a person can act on.
-    """
-
-    index: int
-    reason: str
-    detail: str
-
-
-@attrs.frozen
-class SampleWarning:
-    """A kept sample that will not train as its author may expect.
-
-    Args:
-        index: Position of the sample in the batch the caller passed in.
-        reason: ``"empty_labels"`` for now.
-        detail: A sentence a person can act on.
-    """
-
-    index: int
-    reason: str
-    detail: str
-
-    def __str__(self) -> str:
-        return f"sample {self.index}: {self.detail}"
-
-
-@attrs.define
-class CollateReport:
-    """What happened to one batch: which samples became rows, which were dropped."""
-
-    batch_size: int
-    kept: list[int] = attrs.Factory(list)
-    dropped: list[DroppedSample] = attrs.Factory(list)
-    truncated: list[int] = attrs.Factory(list)
-    warnings: list[SampleWarning] = attrs.Factory(list)
-
-
-def _unsupported_media(sample: Sample, supported: frozenset[str]) -> Any:
-    """``(message, item, kind)`` of the first media item the processor cannot take."""
-    for position, message in enumerate(sample.conversation):
-        content = message.get("content")
-        if not isinstance(content, list):
-            continue
-        for item_index, item in enumerate(content):
-            kind = item.get("type")
-            if kind in MEDIA_TYPES and kind not in supported:
-                return position, item_index, kind
-    return None
-
-
-def _positive_or_none(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
-    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value <= 0):
-        msg = f"'{attribute.name}' must be a positive int or None (got {value!r})."
-        raise ConfigurationError(msg)
-
-
-def _to_dtype(value: Any) -> torch.dtype | str | None:
-    if value is None or value == "auto" or isinstance(value, torch.dtype):
-        return value
-    if isinstance(value, str):
-        dtype = getattr(torch, value.removeprefix("torch."), None)
-        if isinstance(dtype, torch.dtype):
-            return dtype
-    msg = f"'pixel_dtype' must be a torch dtype, its name, 'auto' or None (got {value!r})."
-    raise ConfigurationError(msg)
+# The default of the strategy fields: __attrs_post_init__ asks the family for
+# its strategies once every field (a subclass's too) is set.
+_FROM_FAMILY: Any = None
+_CURRENT_REPORT: contextvars.ContextVar[CollateReport] = contextvars.ContextVar("report")
+_SPECIAL_PATTERNS = ObjectCache()
+_MEDIA_IDS = ObjectCache()
 
 
 @attrs.define(kw_only=True)
-class BaseCollator:
+class BaseCollator(abc.ABC):
     """Turns a list of chat samples into a training batch.
 
-    Subclasses must define ``label_strategy`` and ``media_strategy`` (as field
-    defaults, or the caller passes them) and may override any step method.
+    An abstract class: a model family subclasses it, implements
+    :meth:`default_label_strategy` and :meth:`default_media_strategy`, and may
+    override any step method (never ``__call__``). A caller may still pass
+    ``label_strategy=`` or ``media_strategy=`` to replace the family's choice.
 
     Args:
         processor: The model's Hugging Face processor (or tokenizer).
@@ -185,56 +127,66 @@ class BaseCollator:
     default_pixel_dtype: ClassVar[torch.dtype | None] = None
     processor_defaults: ClassVar[Mapping[str, Any]] = {}
     reasoning_markers: ClassVar[ReasoningMarkers] = ReasoningMarkers()
-    # Tokens around tool responses that the template writes inside assistant turns.
-    embedded_tool_responses: ClassVar[tuple[str, str] | None] = None
+    # Roles whose turns the template writes inside assistant turns (Gemma 4's tool responses).
+    embedded_roles: ClassVar[frozenset[str]] = frozenset()
+    # Batch entries holding media, never padded or shifted along the token axis;
+    # a family whose processor returns more adds its own.
+    media_keys: ClassVar[frozenset[str]] = MEDIA_KEYS
 
-    processor: Any
-    max_length: int | None = attrs.field(default=None, validator=_positive_or_none)
+    processor: Processor
+    max_length: int | None = attrs.field(default=None, validator=positive_or_none)
     drop_overlong: bool = False
     padding: Literal["longest", "max_length"] = attrs.field(
-        default="longest", validator=_one_of("longest", "max_length")
+        default="longest", validator=one_of("longest", "max_length")
     )
-    pad_to_multiple_of: int | None = attrs.field(default=None, validator=_positive_or_none)
+    pad_to_multiple_of: int | None = attrs.field(default=None, validator=positive_or_none)
     padding_side: Literal["left", "right"] | None = attrs.field(
-        default=None, validator=attrs.validators.optional(_one_of("left", "right"))
+        default=None, validator=attrs.validators.optional(one_of("left", "right"))
     )
     shift_labels: bool = True
-    pixel_dtype: torch.dtype | str | None = attrs.field(default="auto", converter=_to_dtype)
+    pixel_dtype: torch.dtype | str | None = attrs.field(default="auto", converter=to_dtype)
     empty_labels: EmptyLabelsPolicy = attrs.field(
-        default="raise", validator=_one_of("raise", "warn", "drop")
+        default="raise", validator=one_of("raise", "warn", "drop")
     )
     special_tokens_in_text: SpecialTokensPolicy = attrs.field(
-        default="raise", validator=_one_of("raise", "drop", "allow")
+        default="raise", validator=one_of("raise", "drop", "allow")
     )
     overlong: OverlongPolicy = attrs.field(
-        default="drop", validator=_one_of("drop", "raise", "truncate")
+        default="drop", validator=one_of("drop", "raise", "truncate")
     )
     unsupported_media: Literal["raise", "drop"] = attrs.field(
-        default="raise", validator=_one_of("raise", "drop")
+        default="raise", validator=one_of("raise", "drop")
     )
     max_image_pixels: int = attrs.field(
-        default=DEFAULT_MAX_IMAGE_PIXELS, validator=_positive_or_none
+        default=DEFAULT_MAX_IMAGE_PIXELS, validator=positive_or_none
     )
     processor_kwargs: Mapping[str, Any] = attrs.field(factory=dict, converter=dict)
-    label_strategy: LabelStrategy | None = None
+    label_strategy: LabelStrategy = _FROM_FAMILY
     label_policy: LabelPolicy = attrs.field(factory=LabelPolicy, converter=LabelPolicy.coerce)
-    media_strategy: MediaStrategy | None = None
+    media_strategy: MediaStrategy = _FROM_FAMILY
 
     last_report: CollateReport | None = attrs.field(init=False, default=None, eq=False, repr=False)
     dropped_counts: collections.Counter[str] = attrs.field(
         init=False, factory=collections.Counter, eq=False, repr=False
     )
-    _special_pattern: re.Pattern[str] | bool | None = attrs.field(
-        init=False, default=False, eq=False, repr=False
-    )
-    _media_ids: torch.Tensor | None = attrs.field(init=False, default=None, eq=False, repr=False)
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> BaseCollator:
+        if inspect.isabstract(cls):
+            missing = ", ".join(sorted(cls.__abstractmethods__))
+            msg = (
+                f"{cls.__name__} is abstract: subclass it and implement {missing} "
+                "(see 'Adding a VLM' in the docs), or use vlm_collate.collator_for(processor)."
+            )
+            raise TypeError(msg)
+        return super().__new__(cls)
 
     def __attrs_post_init__(self) -> None:
+        if self.label_strategy is None:
+            self.label_strategy = self.default_label_strategy()
+        if self.media_strategy is None:
+            self.media_strategy = self.default_media_strategy()
         for name, kind in (("label_strategy", LabelStrategy), ("media_strategy", MediaStrategy)):
             value = getattr(self, name)
-            if value is None:
-                msg = f"{type(self).__name__} must define {name} (a {kind.__name__})."
-                raise ConfigurationError(msg)
             if not isinstance(value, kind):
                 msg = f"'{name}' must be a {kind.__name__} (got {type(value).__name__})."
                 raise ConfigurationError(msg)
@@ -245,10 +197,13 @@ class BaseCollator:
             msg = "'drop_overlong' needs 'max_length' (got None)."
             raise ConfigurationError(msg)
 
-    @classmethod
-    def from_processor(cls, processor: Any, **options: Any) -> BaseCollator:
-        """Build a collator; the same as ``cls(processor=processor, **options)``."""
-        return cls(processor=processor, **options)
+    @abc.abstractmethod
+    def default_label_strategy(self) -> LabelStrategy:
+        """The family's label strategy, used when the caller passes none."""
+
+    @abc.abstractmethod
+    def default_media_strategy(self) -> MediaStrategy:
+        """The family's media strategy, used when the caller passes none."""
 
     @property
     def tokenizer(self) -> Any:
@@ -266,18 +221,28 @@ class BaseCollator:
     def __call__(self, examples: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         """Collate ``examples`` into a batch of tensors."""
         report = self.last_report = CollateReport(batch_size=0)
-        samples = self.filter(examples, report)
-        while True:
-            batch = self.template(samples)
-            batch = self.hook(batch, samples)
-            batch["labels"] = self.labels(batch, samples)
-            rejected = self.check(batch, samples, report)
-            if not rejected:
-                break
-            samples = self._without(samples, rejected, report)
-        report.kept = [sample.index for sample in samples]
-        batch = self.pad(batch, samples)
-        return self.media(batch, samples)
+        with _reporting(report):
+            samples = self.filter(examples, report)
+            while True:
+                report.truncated.clear()
+                batch = self.hook(self.template(samples), samples)
+                batch["labels"], weights = self.labels(batch, samples)
+                if weights is not None:
+                    batch["loss_weights"] = weights
+                rejected = self.check(batch, samples, report)
+                if not rejected:
+                    break
+                samples = drop_samples(samples, rejected, report, self.dropped_counts)
+            report.kept = [sample.index for sample in samples]
+            return self.media(self.pad(batch, samples), samples)
+
+    def current_report(self) -> CollateReport:
+        """The report of the batch being collated, for steps that add to it."""
+        try:
+            return _CURRENT_REPORT.get()
+        except LookupError:
+            msg = "current_report() is only available while the collator runs its steps."
+            raise RuntimeError(msg) from None
 
     # -- steps ---------------------------------------------------------------
 
@@ -293,13 +258,13 @@ class BaseCollator:
         rejected = {}
         for sample in samples:
             problem = (
-                self._unsupported_media_problem(sample, supported)
-                or self._special_token_problem(sample)
+                check_supported_media(sample, supported, self.unsupported_media, self.media_refusal)
+                or check_special_tokens(sample, self._special_tokens(), self.special_tokens_in_text)
                 or self._estimated_overlong(sample)
             )
             if problem is not None:
                 rejected[sample.index] = problem
-        return self._without(samples, rejected, report) if rejected else samples
+        return drop_samples(samples, rejected, report, self.dropped_counts)
 
     def supported_media(self) -> frozenset[str]:
         """Modalities the processor takes, read from its sub-processors.
@@ -334,12 +299,14 @@ class BaseCollator:
         """Change the tokenized batch before labels are built (identity by default)."""
         return batch
 
-    def labels(self, batch: dict[str, Any], samples: Sequence[Sample]) -> torch.Tensor:
-        """Build labels; padding and media placeholders are never trained.
+    def labels(
+        self, batch: Mapping[str, Any], samples: Sequence[Sample]
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Build ``(labels, loss_weights)``; padding and media placeholders are never trained.
 
         The label strategy finds the turns, the label policy chooses among
-        them. When the policy asks for loss weights, this step also puts
-        ``batch["loss_weights"]`` in the batch (0 wherever labels are ignored).
+        them. The weights are None unless the policy asks for loss weights;
+        they are 0 wherever labels are ignored.
         """
         input_ids = batch["input_ids"]
         conversations = [sample.conversation for sample in samples]
@@ -351,17 +318,14 @@ class BaseCollator:
             [sample.index for sample in samples],
             self.processor,
             reasoning_markers=self.reasoning_markers,
-            embedded_roles=frozenset({"tool"}) if self.embedded_tool_responses else frozenset(),
+            embedded_roles=self.embedded_roles,
         )
-        labels = self._untrain_tool_responses(labels, input_ids)
         untrained = self._attention_mask(batch) == 0
         media_ids = self._media_token_tensor()
         if media_ids.numel():
             untrained |= torch.isin(input_ids, media_ids)
         labels = labels.masked_fill(untrained, IGNORE_INDEX)
-        if weights is not None:
-            batch["loss_weights"] = weights.masked_fill(labels == IGNORE_INDEX, 0.0)
-        return labels
+        return labels, _weights_for(labels, weights)
 
     def check(
         self, batch: dict[str, Any], samples: Sequence[Sample], report: CollateReport
@@ -373,25 +337,32 @@ class BaseCollator:
         """
         lengths = self._attention_mask(batch).sum(dim=1).tolist()
         trained = (batch["labels"] != IGNORE_INDEX).any(dim=1).tolist()  # padding is never labelled
-        report.truncated = []
         rejected = {}
         for row, sample in enumerate(samples):
             if self.max_length is not None and lengths[row] > self.max_length:
-                problem = self._overlong_problem(batch, row, sample, lengths[row])
+                problem = check_length(
+                    sample.index,
+                    lengths[row],
+                    self.max_length,
+                    self.overlong,
+                    lambda row=row: self._cut_hits_media(batch, row, lengths[row]),
+                )
                 if problem is not None:
                     rejected[sample.index] = problem
                     continue
                 report.truncated.append(sample.index)
                 trained[row] = self._row_has_labels(batch, row, lengths[row])
             if not trained[row]:
-                problem = self._empty_labels_problem(sample, report)
+                problem = check_empty_labels(
+                    sample.index, _EMPTY_LABELS_DETAIL, self.empty_labels, report
+                )
                 if problem is not None:
                     rejected[sample.index] = problem
         return rejected
 
     def pad(self, batch: dict[str, Any], samples: Sequence[Sample]) -> dict[str, Any]:
         """Pad or truncate every token-axis tensor, then shift labels if asked."""
-        keys = token_axis_keys(batch, exclude=MEDIA_KEYS)
+        keys = token_axis_keys(batch, exclude=self.media_keys)
         lengths = self._attention_mask(batch).sum(dim=1).tolist()
         longest = max(lengths)
         if self.max_length is not None:
@@ -486,30 +457,17 @@ class BaseCollator:
         msg = f"the processor failed on samples {indices}: {type(exc).__name__}: {exc}"
         return ProcessorError(msg)
 
-    def _untrain_tool_responses(
-        self, labels: torch.Tensor, input_ids: torch.Tensor
-    ) -> torch.Tensor:
-        """Untrain tool responses written inside assistant turns, unless 'tool' is a role."""
-        if self.embedded_tool_responses is None or "tool" in self.label_policy.roles:
-            return labels
-        open_id, close_id = (
-            single_token_id(self.tokenizer, token) for token in self.embedded_tool_responses
-        )
-        if open_id is None or close_id is None:
-            return labels
-        return mask_enclosed(labels, input_ids, open_id, close_id)
-
     def _mask_fake_images(self, batch: dict[str, Any], rows: Sequence[int]) -> None:
         vision_ids = torch.tensor(sorted(vision_token_ids(self.processor)), dtype=torch.long)
         if not vision_ids.numel():
             name = type(self.processor).__name__
-            if name not in _WARNED_NO_VISION_TOKENS:
-                _WARNED_NO_VISION_TOKENS.add(name)
-                logger.warning(
-                    "%s exposes no vision placeholder tokens, so fake images stay visible to "
-                    "attention; set image_token_id on the processor to fix this.",
-                    name,
-                )
+            warn_once(
+                logger,
+                ("no vision tokens", name),
+                "%s exposes no vision placeholder tokens, so fake images stay visible to "
+                "attention; set image_token_id on the processor to fix this.",
+                name,
+            )
             return
         for row in rows:
             placeholders = torch.isin(batch["input_ids"][row], vision_ids)
@@ -530,11 +488,11 @@ class BaseCollator:
         return mask
 
     def _media_token_tensor(self) -> torch.Tensor:
-        if self._media_ids is None:
-            self._media_ids = torch.tensor(
-                sorted(media_token_ids(self.processor)), dtype=torch.long
-            )
-        return self._media_ids
+        return _MEDIA_IDS.get_or_compute(
+            self.processor,
+            "media token ids",
+            lambda: torch.tensor(sorted(media_token_ids(self.processor)), dtype=torch.long),
+        )
 
     def _pad_value(self, key: str) -> int:
         if key == "input_ids":
@@ -544,75 +502,23 @@ class BaseCollator:
             return IGNORE_INDEX
         return 0  # attention masks, token types and loss weights
 
-    def _unsupported_media_problem(
-        self, sample: Sample, supported: frozenset[str]
-    ) -> DroppedSample | None:
-        found = _unsupported_media(sample, supported)
-        if found is None:
-            return None
-        position, item_index, kind = found
-        detail = self.media_refusal(kind)
-        if self.unsupported_media == "raise":
-            raise MediaError(
-                detail, sample_index=sample.index, message_index=position, item_index=item_index
-            )
-        return DroppedSample(sample.index, "unsupported_media", f"message {position}: {detail}")
-
-    def _special_token_problem(self, sample: Sample) -> DroppedSample | None:
-        if self.special_tokens_in_text == "allow":
-            return None
-        found = find_special_token(sample.conversation, self._special_tokens())
-        if found is None:
-            return None
-        position, token = found
-        detail = (
-            f"message text contains the control token {token!r}, which would corrupt the "
-            "turn structure and labels (special_tokens_in_text='allow' keeps it)"
-        )
-        if self.special_tokens_in_text == "raise":
-            raise SpecialTokenError(detail, sample_index=sample.index, message_index=position)
-        return DroppedSample(sample.index, "special_tokens", f"message {position}: {detail}")
-
     def _special_tokens(self) -> re.Pattern[str] | None:
-        if self._special_pattern is False:
-            tokenizer = self.tokenizer
-            added = getattr(tokenizer, "added_tokens_decoder", {}) or {}
-            tokens = {str(token) for token in getattr(tokenizer, "all_special_tokens", []) or []}
-            tokens |= {str(token) for token in added.values() if getattr(token, "special", False)}
-            tokens = {token for token in tokens if token}
-            ordered = sorted(tokens, key=len, reverse=True)
-            self._special_pattern = (
-                re.compile("|".join(map(re.escape, ordered))) if ordered else None
-            )
-        return self._special_pattern
+        tokenizer = self.tokenizer
+        return _SPECIAL_PATTERNS.get_or_compute(
+            tokenizer, "control tokens", lambda: _control_token_pattern(tokenizer)
+        )
 
     def _estimated_overlong(self, sample: Sample) -> DroppedSample | None:
         if not self.drop_overlong or self.max_length is None:
             return None
         estimate = estimate_tokens(sample.conversation, self.processor)
-        if estimate <= self.max_length or self.overlong == "truncate":
-            return None
-        detail = (
-            f"estimated {estimate} tokens (text plus expanded media) > max_length={self.max_length}"
-        )
-        if self.overlong == "raise":
-            raise OverlongError(detail, sample_index=sample.index)
-        return DroppedSample(sample.index, "overlong", detail)
+        return check_estimated_length(sample.index, estimate, self.max_length, self.overlong)
 
-    def _overlong_problem(
-        self, batch: Mapping[str, Any], row: int, sample: Sample, length: int
-    ) -> DroppedSample | None:
-        detail = f"{length} tokens > max_length={self.max_length}"
-        if self.overlong == "raise":
-            raise OverlongError(detail, sample_index=sample.index)
-        if self.overlong == "drop":
-            return DroppedSample(sample.index, "overlong", detail)
+    def _cut_hits_media(self, batch: Mapping[str, Any], row: int, length: int) -> bool:
+        """Whether cutting a row at ``max_length`` would remove media tokens."""
         lost = self._real_tokens(batch, row, length)[self.max_length :]
         media_ids = self._media_token_tensor()
-        if media_ids.numel() and torch.isin(lost, media_ids).any():
-            detail += "; truncating would cut through media tokens, so the sample is dropped"
-            return DroppedSample(sample.index, "overlong", detail)
-        return None
+        return bool(media_ids.numel() and torch.isin(lost, media_ids).any())
 
     def _real_tokens(
         self, batch: Mapping[str, Any], row: int, length: int, key: str = "input_ids"
@@ -626,39 +532,32 @@ class BaseCollator:
         labels = self._real_tokens(batch, row, length, key="labels")[: self.max_length]
         return bool((labels != IGNORE_INDEX).any())
 
-    def _empty_labels_problem(self, sample: Sample, report: CollateReport) -> DroppedSample | None:
-        detail = (
-            "no token would be trained: the sample has no assistant turn, the label policy "
-            "selects none of its turns, or max_length cut it off"
-        )
-        if self.empty_labels == "raise":
-            raise EmptyLabelsError(
-                detail + " (empty_labels='drop' or 'warn' keeps training going)",
-                sample_index=sample.index,
-            )
-        if self.empty_labels == "drop":
-            return DroppedSample(sample.index, "empty_labels", detail)
-        warning = SampleWarning(sample.index, "empty_labels", detail)
-        if warning not in report.warnings:
-            report.warnings.append(warning)
-            logger.warning("%s", warning)
-        return None
 
-    def _without(
-        self,
-        samples: Sequence[Sample],
-        rejected: Mapping[int, DroppedSample],
-        report: CollateReport,
-    ) -> list[Sample]:
-        for dropped in rejected.values():
-            report.dropped.append(dropped)
-            self.dropped_counts[dropped.reason] += 1
-            logger.warning(
-                "dropped sample %d (%s): %s", dropped.index, dropped.reason, dropped.detail
-            )
-        kept = [sample for sample in samples if sample.index not in rejected]
-        if not kept:
-            reasons = "; ".join(f"sample {d.index}: {d.detail}" for d in report.dropped)
-            msg = f"every sample of the batch was dropped ({reasons})."
-            raise BatchError(msg)
-        return kept
+_EMPTY_LABELS_DETAIL = (
+    "no token would be trained: the sample has no assistant turn, the label policy "
+    "selects none of its turns, or max_length cut it off"
+)
+
+
+@contextlib.contextmanager
+def _reporting(report: CollateReport) -> Iterator[None]:
+    """Make ``report`` the current one (per thread and task) while the steps run."""
+    token = _CURRENT_REPORT.set(report)
+    try:
+        yield
+    finally:
+        _CURRENT_REPORT.reset(token)
+
+
+def _weights_for(labels: torch.Tensor, weights: torch.Tensor | None) -> torch.Tensor | None:
+    """Loss weights that are 0 wherever ``labels`` are ignored."""
+    return None if weights is None else weights.masked_fill(labels == IGNORE_INDEX, 0.0)
+
+
+def _control_token_pattern(tokenizer: Any) -> re.Pattern[str] | None:
+    """One pattern matching any control token string of the tokenizer, longest first."""
+    added = getattr(tokenizer, "added_tokens_decoder", {}) or {}
+    tokens = {str(token) for token in getattr(tokenizer, "all_special_tokens", []) or []}
+    tokens |= {str(token) for token in added.values() if getattr(token, "special", False)}
+    ordered = sorted((token for token in tokens if token), key=len, reverse=True)
+    return re.compile("|".join(map(re.escape, ordered))) if ordered else None

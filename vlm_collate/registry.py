@@ -8,11 +8,16 @@ Families register the processor class names they handle with
 from __future__ import annotations
 
 import logging
+import typing
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
+from ._types import Processor
 from .errors import ConfigurationError
+
+if TYPE_CHECKING:
+    from ._pipeline import BaseCollator
 
 __all__ = ["collator_class_for", "collator_for", "register_collator", "registered"]
 
@@ -44,12 +49,12 @@ def registered() -> Mapping[str, type]:
     return MappingProxyType(_REGISTRY)
 
 
-def collator_class_for(processor: Any) -> type:
+def collator_class_for(processor: Processor) -> type[BaseCollator]:
     """Return the collator class registered for ``processor`` or one of its bases."""
     for klass in type(processor).__mro__:
         found = _REGISTRY.get(klass.__name__)
         if found is not None:
-            return found
+            return typing.cast("type[BaseCollator]", found)
     from .families.default import DefaultCollator
 
     logger.warning(
@@ -58,6 +63,6 @@ def collator_class_for(processor: Any) -> type:
     return DefaultCollator
 
 
-def collator_for(processor: Any, **options: Any):
+def collator_for(processor: Processor, **options: Any) -> BaseCollator:
     """Build the collator registered for ``processor``'s class, with ``options``."""
     return collator_class_for(processor)(processor=processor, **options)

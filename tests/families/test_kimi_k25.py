@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import pickle
 
 import pytest
 import torch
@@ -422,17 +421,6 @@ class TestKimiK25VLCollator:
         pads = batch["input_ids"][0] == token_id(remote, "<|media_pad|>")
         assert 1 == int(pads.sum())
         assert [0] == batch["attention_mask"][0][pads].tolist()
-
-    def test_pickles(self, processors):
-        """A pickled and restored collator gives the same batch, for both processors."""
-        samples = [image_sample("One.", picture(60, 40)), text_sample()]
-        for processor in processors.values():
-            collator = KimiK25VLCollator(processor=processor, max_length=96)
-            restored = pickle.loads(pickle.dumps(collator))
-            expected, actual = collator(samples), restored(samples)
-            assert expected.keys() == actual.keys()
-            for key in expected:
-                assert torch.equal(expected[key], actual[key])
 
 
 def _text(content) -> str:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import pickle
 
 import pytest
 import torch
@@ -268,35 +267,6 @@ class TestKimiVLCollator:
         }
         with pytest.raises(vc.MediaError, match="sample 1, message 0, item 1"):
             KimiVLCollator(processor=processor)([text_sample(), sample])
-
-    def test_pickles(self, processor):
-        """A pickled and restored collator gives the same batch."""
-        collator = KimiVLCollator(processor=processor, max_length=128)
-        samples = [image_sample("One.", picture(60, 40)), text_sample()]
-        restored = pickle.loads(pickle.dumps(collator))
-        expected, actual = collator(samples), restored(samples)
-        assert expected.keys() == actual.keys()
-        for key in expected:
-            assert torch.equal(expected[key], actual[key])
-
-    def test_spawned_dataloader_worker(self, processor):
-        """The collator runs in a DataLoader worker started by spawn."""
-        data = [
-            image_sample(f"Answer {index}.", picture(28 * (index + 1), 28)) for index in range(4)
-        ]
-        loader = torch.utils.data.DataLoader(
-            data,
-            batch_size=2,
-            collate_fn=KimiVLCollator(processor=processor),
-            num_workers=1,
-            multiprocessing_context="spawn",
-        )
-        runs = [
-            run
-            for batch in loader
-            for run in decoded_label_runs(batch["labels"], processor.tokenizer)
-        ]
-        assert [[f"Answer {index}.<|im_end|>"] for index in range(4)] == runs
 
 
 class TestKimiVLProperties:

@@ -8,16 +8,13 @@ files written with PyAV.
 from __future__ import annotations
 
 import functools
-import pickle
 
 import av
 import numpy as np
-import torch
 from hypothesis import given
 from hypothesis import strategies as st
 from PIL import Image
 
-import vlm_collate as vc
 from tests.helpers.chat import chatml_run_matches, token_counts
 from vlm_collate.families.llava_onevision import LlavaOneVisionCollator, PerSampleImagesMedia
 from vlm_collate.labels import IGNORE_INDEX
@@ -83,10 +80,6 @@ def count(batch, token: str) -> list[int]:
 
 
 class TestLlavaOneVisionRegistry:
-    def test_collator_for_picks_the_class(self):
-        """collator_for on a LlavaOnevisionProcessor builds a LlavaOneVisionCollator."""
-        assert LlavaOneVisionCollator is type(vc.collator_for(processor()))
-
     def test_seed_name_is_registered(self):
         """The seed's processor name (LLaVA-OneVision-1.5) maps to the same class."""
         assert LlavaOneVisionCollator is registered()["LlavaOneVisionProcessor"]
@@ -204,27 +197,3 @@ class TestPerSampleImagesMedia:
         assert single > TOKENS_PER_MULTI_IMAGE
         assert 2 * TOKENS_PER_MULTI_IMAGE == double
         assert [1, 2] == batch["batch_num_images"].tolist()
-
-
-class TestLlavaOneVisionPickling:
-    def test_pickled_collator_gives_the_same_batch(self):
-        """A pickled and restored collator (as spawn workers get it) gives an identical batch."""
-        collator = LlavaOneVisionCollator(processor=processor())
-        restored = pickle.loads(pickle.dumps(collator))
-        samples = [ask(image(), "Colour?", answer="Red."), ask("Hi", answer="Hello.")]
-        expected, actual = collator(samples), restored(samples)
-        assert set(expected) == set(actual)
-        for key, value in expected.items():
-            assert torch.equal(value, actual[key]), key
-
-    def test_spawn_worker(self):
-        """The collator runs in a DataLoader worker started with spawn."""
-        data = [ask(image(), f"Question {index}?", answer=f"Answer {index}.") for index in range(2)]
-        loader = torch.utils.data.DataLoader(
-            data,
-            batch_size=2,
-            collate_fn=LlavaOneVisionCollator(processor=processor()),
-            num_workers=1,
-            multiprocessing_context="spawn",
-        )
-        assert [["Answer 0.<|im_end|>"], ["Answer 1.<|im_end|>"]] == runs(next(iter(loader)))

@@ -8,7 +8,6 @@ video frame choices from the frame count of the file that was written.
 from __future__ import annotations
 
 import functools
-import pickle
 
 import numpy as np
 import pytest
@@ -91,10 +90,6 @@ def count(batch, token):
 
 
 class TestRegistry:
-    def test_collator_for_picks_the_class(self):
-        """collator_for() chooses NemotronOmniCollator for the transformers processor."""
-        assert NemotronOmniCollator is type(vc.collator_for(processor()))
-
     def test_both_processor_names_are_registered(self):
         """The remote-code Nano processor and the transformers processor share the class."""
         names = {
@@ -375,30 +370,6 @@ class TestSkipEmptyThink:
         strategy = SkipEmptyThink(inner=vc.FirstOf(inner, vc.LegacyBPEMatch()))
         expected = vc.FirstOf(inner, vc.LegacyBPEMatch()).build(ids, [[]], mistral_processor)
         assert expected.tolist() == strategy.build(ids, [[]], mistral_processor).tolist()
-
-
-class TestPickling:
-    def test_pickled_collator_gives_the_same_batch(self, clip):
-        """A pickled collator (as sent to spawned workers) builds the same batch."""
-        collator = NemotronOmniCollator(processor=processor())
-        clone = pickle.loads(pickle.dumps(collator))
-        samples = [chat([item("video", clip)]), chat([item("audio", sine())], "A tone.")]
-        expected, actual = collator(samples), clone(samples)
-        for key in ("input_ids", "labels", "pixel_values_videos", "input_features"):
-            assert torch.equal(expected[key], actual[key])
-
-    def test_spawned_dataloader_worker(self):
-        """A spawned DataLoader worker (a fresh interpreter) collates image batches correctly."""
-        data = [chat([item("image", Image.new("RGB", (32, 32)))], f"Black {n}.") for n in range(4)]
-        loader = torch.utils.data.DataLoader(
-            data,
-            batch_size=2,
-            collate_fn=NemotronOmniCollator(processor=processor()),
-            num_workers=1,
-            multiprocessing_context="spawn",
-        )
-        actual = [run for batch in loader for run in runs(batch)]
-        assert [[f"Black {n}." + END] for n in range(4)] == actual
 
 
 @pytest.fixture(scope="module")

@@ -8,13 +8,11 @@ as SentencePiece pieces and looked up in the vocabulary.
 from __future__ import annotations
 
 import functools
-import pickle
 
 import pytest
 import torch
 from PIL import Image
 
-import vlm_collate as vc
 from vlm_collate.errors import (
     ConfigurationError,
     LabelStrategyError,
@@ -28,7 +26,6 @@ from vlm_collate.families.nemotron_parse import (
     PromptPrefixMask,
 )
 from vlm_collate.labels import IGNORE_INDEX
-from vlm_collate.registry import registered
 from vlm_collate.testing import build_processor, decoded_label_runs
 
 PROMPT_PIECES = ["</s>", "<s>", "<predict_bbox>", "<predict_classes>", "<output_markdown>"]
@@ -62,13 +59,6 @@ def parse(target, *, image=True, prompt="Parse this page."):
 
 def runs(batch):
     return decoded_label_runs(batch["labels"], processor().tokenizer)
-
-
-class TestRegistry:
-    def test_collator_for_picks_the_class(self):
-        """collator_for() chooses NemotronParseCollator for a NemotronParseProcessor."""
-        assert NemotronParseCollator is type(vc.collator_for(processor()))
-        assert NemotronParseCollator is registered()["NemotronParseProcessor"]
 
 
 class TestLabels:
@@ -259,31 +249,6 @@ class TestPromptPrefixMask:
         rows = torch.tensor([[1, *ids(*PROMPT_PIECES), 9], [1, 2, 3, 4, 5, 6, 7]])
         with pytest.raises(LabelStrategyError, match=r"rows \[1\]"):
             PromptPrefixMask(prompt=DEFAULT_TASK_PROMPT).build(rows, [[], []], processor())
-
-
-class TestPickling:
-    def test_pickled_collator_gives_the_same_batch(self):
-        """A pickled collator (as sent to spawned workers) builds the same batch."""
-        collator = NemotronParseCollator(processor=processor())
-        clone = pickle.loads(pickle.dumps(collator))
-        samples = [parse("Hello world"), parse("Hi")]
-        expected, actual = collator(samples), clone(samples)
-        for key in ("input_ids", "labels", "decoder_input_ids", "pixel_values"):
-            assert torch.equal(expected[key], actual[key])
-
-    def test_spawned_dataloader_worker(self):
-        """A spawned DataLoader worker (a fresh interpreter) collates pages correctly."""
-        data = [parse(f"Page {n}.") for n in range(4)]
-        loader = torch.utils.data.DataLoader(
-            data,
-            batch_size=2,
-            collate_fn=NemotronParseCollator(processor=processor()),
-            num_workers=1,
-            multiprocessing_context="spawn",
-        )
-        assert [[f"Page {n}.</s>"] for n in range(4)] == [
-            run for batch in loader for run in runs(batch)
-        ]
 
 
 class TestSeedParity:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import functools
 import math
-import pickle
 
 import numpy as np
 import pytest
@@ -72,10 +71,6 @@ def count(batch, token):
 
 
 class TestRegistry:
-    def test_collator_for_picks_the_class(self):
-        """collator_for() chooses Phi4MMCollator for a Phi4MultimodalProcessor."""
-        assert Phi4MMCollator is type(vc.collator_for(processor()))
-
     def test_remote_code_name_is_registered(self):
         """The remote-code processor's class name maps to the same collator."""
         names = {"Phi4MultimodalProcessor", "Phi4MMProcessor"}
@@ -310,28 +305,3 @@ class TestRoleTokenMarker:
         """On a vocabulary without the tokens it raises LabelStrategyError."""
         with pytest.raises(vc.LabelStrategyError, match="<|assistant|>"):
             RoleTokenMarker().resolve(qwen_processor)
-
-
-class TestPickling:
-    def test_pickled_collator_gives_the_same_batch(self):
-        """A collator sent to a spawned worker (pickled) builds the same batch."""
-        collator = Phi4MMCollator(processor=processor())
-        clone = pickle.loads(pickle.dumps(collator))
-        samples = [with_audio((sine(8000), 8000)), chat("Hi", "Yo.")]
-        expected, actual = collator(samples), clone(samples)
-        assert expected.keys() == actual.keys()
-        for key in ("input_ids", "labels", "attention_mask", "audio_input_features"):
-            assert torch.equal(expected[key], actual[key])
-
-    def test_spawned_dataloader_worker(self):
-        """A spawned DataLoader worker (a fresh interpreter) collates audio batches correctly."""
-        data = [with_audio((sine(8000), 8000), answer=f"Tone {index}.") for index in range(4)]
-        loader = torch.utils.data.DataLoader(
-            data,
-            batch_size=2,
-            collate_fn=Phi4MMCollator(processor=processor()),
-            num_workers=1,
-            multiprocessing_context="spawn",
-        )
-        actual = [run for batch in loader for run in runs(batch)]
-        assert [[f"Tone {index}." + END] for index in range(4)] == actual

@@ -8,14 +8,12 @@ waveforms (sine tones at 16 kHz) and real media files written with PyAV.
 from __future__ import annotations
 
 import functools
-import pickle
 import wave
 from fractions import Fraction
 
 import av
 import numpy as np
 import pytest
-import torch
 from hypothesis import given
 from hypothesis import strategies as st
 from PIL import Image
@@ -129,10 +127,6 @@ def ids_absent(batch, token: str) -> bool:
 
 
 class TestQwen3OmniRegistry:
-    def test_collator_for_picks_the_class(self):
-        """collator_for on a Qwen3OmniMoeProcessor builds a Qwen3OmniCollator."""
-        assert Qwen3OmniCollator is type(vc.collator_for(processor()))
-
     def test_qwen2_5_omni_shares_the_class(self):
         """Qwen2.5-Omni's processor (same call interface) is registered to the same class."""
         assert Qwen3OmniCollator is registered()["Qwen2_5OmniProcessor"]
@@ -377,33 +371,3 @@ class TestQwen3OmniAudioInVideo:
             Qwen3OmniCollator(
                 processor=processor(), media_strategy=QwenOmniUtilsMedia(use_audio_in_video=True)
             )
-
-
-class TestQwen3OmniPickling:
-    def test_pickled_collator_gives_the_same_batch(self):
-        """A pickled and restored collator (as spawn workers get it) gives an identical batch."""
-        collator = Qwen3OmniCollator(processor=processor())
-        restored = pickle.loads(pickle.dumps(collator))
-        samples = [
-            ask(audio(sine(0.5)), "What?", answer="A tone."),
-            ask(image(), "Colour?", answer="Red."),
-        ]
-        expected, actual = collator(samples), restored(samples)
-        assert set(expected) == set(actual)
-        for key, value in expected.items():
-            assert torch.equal(value, actual[key]), key
-
-    def test_spawn_worker(self):
-        """The collator runs in a DataLoader worker started with spawn."""
-        data = [
-            ask(audio(sine(0.25)), f"Question {index}?", answer=f"Answer {index}.")
-            for index in range(2)
-        ]
-        loader = torch.utils.data.DataLoader(
-            data,
-            batch_size=2,
-            collate_fn=Qwen3OmniCollator(processor=processor()),
-            num_workers=1,
-            multiprocessing_context="spawn",
-        )
-        assert [["Answer 0.<|im_end|>"], ["Answer 1.<|im_end|>"]] == runs(next(iter(loader)))

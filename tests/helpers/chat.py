@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import torch
 from PIL import Image
 
 
@@ -40,3 +41,13 @@ def chatml_run_matches(run: str, expected: str) -> bool:
     newline): the run then carries that one newline in front, and nothing else.
     """
     return run == expected or (expected[:1].isspace() and run == "\n" + expected)
+
+
+# Qwen2-VL / Qwen2.5-VL placeholder and boundary tokens, named here rather than
+# asked of the library, so a test of what is never trained has its own oracle.
+QWEN_VISION_TOKENS = ("<|image_pad|>", "<|video_pad|>", "<|vision_start|>", "<|vision_end|>")
+
+
+def token_ids(tokenizer, tokens) -> torch.Tensor:
+    """The ids of ``tokens`` (each a single token of ``tokenizer``)."""
+    return torch.tensor([tokenizer.convert_tokens_to_ids(token) for token in tokens])

@@ -12,14 +12,13 @@ import functools
 
 import pytest
 import torch
-from hypothesis import assume, given
+from hypothesis import assume, event, given
 from hypothesis import strategies as st
 
 import vlm_collate as vc
-from tests.helpers.chat import chatml_run_matches, text_sample
+from tests.helpers.chat import QWEN_VISION_TOKENS, chatml_run_matches, text_sample, token_ids
 from vlm_collate.errors import BatchError, ConfigurationError, SampleError, SampleTypeError
 from vlm_collate.labels import IGNORE_INDEX, LabelPolicy, ReasoningMarkers
-from vlm_collate.media import media_token_ids
 from vlm_collate.testing import FAMILIES, build_processor, decoded_label_runs, label_runs
 from vlm_collate.testing.strategies import answer_texts, examples, prompt_texts
 
@@ -114,6 +113,7 @@ def check_batch(collator, samples, family, matches, *, turns, train_on_end_of_tu
         for index, sample in enumerate(samples)
     }
     if not any(expected.values()):
+        event("no sample trains a token: the batch must be refused")
         with pytest.raises(BatchError):
             collator(samples)
         return
@@ -274,7 +274,7 @@ class TestTurnSelection:
         batch = collator(samples)
         trained = batch["labels"] != IGNORE_INDEX
         assert not bool((trained & (batch["attention_mask"] == 0)).any())
-        media = torch.tensor(sorted(media_token_ids(proc)))
+        media = token_ids(proc.tokenizer, QWEN_VISION_TOKENS)
         assert not bool((trained & torch.isin(batch["input_ids"], media)).any())
         assert not bool(((batch["loss_weights"] != 0) & ~trained).any())
 
@@ -441,9 +441,9 @@ class TestMessageKeys:
 
     def test_ignored_weights_are_reported(self, caplog):
         """Weights without loss_weights=True log a warning rather than vanish silently."""
-        from vlm_collate.labels import _policy as policy_module
+        from vlm_collate._report import reset_warnings
 
-        policy_module._WARNED_IGNORED_WEIGHTS.clear()
+        reset_warnings()
         proc = processor("qwen2_5_vl")
         sample = text_sample("A.")
         sample["conversation"][1]["weight"] = 0.5
@@ -647,6 +647,7 @@ class TestRoles:
             for index, sample in enumerate(samples)
         }
         if not any(expected.values()):
+            event("no sample trains a token: the batch must be refused")
             with pytest.raises(BatchError):
                 collator(samples)
             return

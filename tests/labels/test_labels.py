@@ -183,9 +183,9 @@ class TestDerivedTemplateMarker:
 class TestLegacyBPEMatch:
     def test_labels_answers_and_warns(self, qwen_processor, caplog):
         """It finds a plain answer, trains its end token, and warns that it is fragile."""
-        import vlm_collate.labels._strategies as labels_module
+        from vlm_collate._report import reset_warnings
 
-        labels_module._WARNED_LEGACY.clear()
+        reset_warnings()
         collator = vc.Qwen25VLCollator(processor=qwen_processor, label_strategy=vc.LegacyBPEMatch())
         sample = {
             "conversation": [

@@ -6,7 +6,7 @@ import collections
 
 import pytest
 import torch
-from hypothesis import given, settings
+from hypothesis import event, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
@@ -146,6 +146,7 @@ class TestPack:
         raw, pack_size = drawn
         result = pack([sample(ids, labels) for ids, labels in raw], pack_size, overlong="drop")
         if not result.packs:
+            event("nothing to pack")
             return
         batch = NeatPackedCollator()(result.packs)
         width = batch["input_ids"].shape[1]

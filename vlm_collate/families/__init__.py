@@ -4,6 +4,7 @@ with :func:`vlm_collate.register_collator`.
 
 from __future__ import annotations
 
+from .._public import publish as _publish
 from .default import (
     DefaultCollator,
 )
@@ -63,3 +64,5 @@ __all__ = [
     "RoleTokenMarker",
     "ThinkingChannelMarker",
 ]
+
+_publish(globals(), __all__, "vlm_collate.families")

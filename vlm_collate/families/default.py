@@ -11,14 +11,10 @@ import torch
 from .._pipeline import BaseCollator
 from .._samples import Sample, count_media
 from ..errors import VLMCollateError
-from ..labels import DerivedTemplateMarker, FirstOf, LabelStrategy, LegacyBPEMatch
+from ..labels import LabelStrategy, with_fallbacks
 from ..media import MediaStrategy, PlainMedia
 
 __all__ = ["DefaultCollator"]
-
-
-def _default_labels() -> LabelStrategy:
-    return FirstOf(DerivedTemplateMarker(), LegacyBPEMatch())
 
 
 @attrs.define(kw_only=True)
@@ -35,8 +31,11 @@ class DefaultCollator(BaseCollator):
 
     default_pixel_dtype: ClassVar[torch.dtype | None] = torch.bfloat16
 
-    label_strategy: LabelStrategy = attrs.field(factory=_default_labels)
-    media_strategy: MediaStrategy = attrs.field(factory=PlainMedia)
+    def default_label_strategy(self) -> LabelStrategy:
+        return with_fallbacks()
+
+    def default_media_strategy(self) -> MediaStrategy:
+        return PlainMedia()
 
     def template(self, samples: Sequence[Sample]) -> dict[str, Any]:
         if any(count_media(sample.conversation, "video") for sample in samples):

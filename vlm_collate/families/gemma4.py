@@ -17,21 +17,22 @@ from typing import Any, ClassVar, Literal
 import attrs
 import torch
 
+from .._cache import ObjectCache
+from .._checks import OverlongPolicy
+from .._options import one_of
 from .._padding import token_axis_keys
-from .._pipeline import OverlongPolicy, _one_of
 from .._samples import Sample, count_media
+from .._tokens import single_token_id, tokenizer_of
 from ..errors import LabelStrategyError
 from ..labels import (
-    DerivedTemplateMarker,
-    FirstOf,
+    IGNORE_INDEX,
     LabelStrategy,
-    LegacyBPEMatch,
     MarkerStrategy,
     ReasoningMarkers,
     TurnMarkers,
-    tokenizer_of,
+    mask_enclosed,
+    with_fallbacks,
 )
-from ..media import MEDIA_KEYS
 from ..registry import register_collator
 from .default import DefaultCollator
 
@@ -49,8 +50,9 @@ THINKING_PREFIX = "<|channel>thought\n<channel|>"
 END_OF_TURN = "<turn|>"
 # Control tokens that must be single special tokens for the prefix to be inserted.
 _REQUIRED_TOKENS = ("<|turn>", "<|channel>", "<channel|>", END_OF_TURN)
-# Per-audio tensors that may happen to have the shape of input_ids.
-_NOT_TOKEN_AXIS = MEDIA_KEYS | {"input_features_mask"}
+# The template writes tool responses inside the model turn, between these tokens.
+TOOL_RESPONSE = ("<|tool_response>", "<tool_response|>")
+_PREFIX_IDS = ObjectCache()
 
 
 def thinking_ids(
@@ -154,10 +156,6 @@ class ThinkingChannelMarker(MarkerStrategy):
         return TurnMarkers(assistant_marker=[*marker, *inserted], end_of_turn_id=end_id)
 
 
-def _gemma4_labels() -> LabelStrategy:
-    return FirstOf(ThinkingChannelMarker(), DerivedTemplateMarker(), LegacyBPEMatch())
-
-
 @register_collator("Gemma4Processor", "Gemma4UnifiedProcessor")
 @attrs.define(kw_only=True)
 class Gemma4Collator(DefaultCollator):
@@ -181,33 +179,48 @@ class Gemma4Collator(DefaultCollator):
     reasoning_markers: ClassVar[ReasoningMarkers] = ReasoningMarkers(
         "<|channel>", "<channel|>", channel_name="thought"
     )
-    embedded_tool_responses: ClassVar[tuple[str, str] | None] = (
-        "<|tool_response>",
-        "<tool_response|>",
-    )
-    label_strategy: LabelStrategy = attrs.field(factory=_gemma4_labels)
+    embedded_roles: ClassVar[frozenset[str]] = frozenset({"tool"})
+    # Per-audio tensors that may happen to have the shape of input_ids.
+    media_keys: ClassVar[frozenset[str]] = DefaultCollator.media_keys | {"input_features_mask"}
     overlong: OverlongPolicy = attrs.field(
-        default="truncate", validator=_one_of("drop", "raise", "truncate")
+        default="truncate", validator=one_of("drop", "raise", "truncate")
     )
-    _prefix_ids: Any = attrs.field(init=False, default=False, eq=False, repr=False)
+
+    def default_label_strategy(self) -> LabelStrategy:
+        return with_fallbacks(ThinkingChannelMarker())
 
     def hook(self, batch: dict[str, Any], samples: Sequence[Sample]) -> dict[str, Any]:
         """Insert the empty thinking channel after every model-turn marker."""
-        if self._prefix_ids is False:
-            self._prefix_ids = thinking_ids(self.tokenizer)
-        if self._prefix_ids is None:
+        tokenizer = self.tokenizer
+        prefix_ids = _PREFIX_IDS.get_or_compute(
+            tokenizer, "thinking prefix", lambda: thinking_ids(tokenizer)
+        )
+        if prefix_ids is None:
             return batch
-        marker, inserted = self._prefix_ids
+        marker, inserted = prefix_ids
         grown = insert_after_marker(
             batch,
             marker,
             inserted,
-            keys=token_axis_keys(batch, exclude=_NOT_TOKEN_AXIS),
+            keys=token_axis_keys(batch, exclude=self.media_keys),
             padding_side=self._padded_side(batch),
             pad_id=self._pad_value("input_ids"),
         )
         batch.update(grown)
         return batch
+
+    def labels(
+        self, batch: Mapping[str, Any], samples: Sequence[Sample]
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The base labels, with tool responses untrained unless ``"tool"`` is a trained role."""
+        labels, weights = super().labels(batch, samples)
+        if "tool" in self.label_policy.roles:
+            return labels, weights
+        open_id, close_id = (single_token_id(self.tokenizer, token) for token in TOOL_RESPONSE)
+        if open_id is None or close_id is None:
+            return labels, weights
+        labels = mask_enclosed(labels, batch["input_ids"], open_id, close_id)
+        return labels, None if weights is None else weights.masked_fill(labels == IGNORE_INDEX, 0)
 
     def gather_media(self, samples: Sequence[Sample]) -> dict[str, Any]:
         """Media for the processor, with images grouped per sample as Gemma 4 expects."""

@@ -18,15 +18,14 @@ from typing import Any, ClassVar, Literal
 import attrs
 import torch
 
-from .._pipeline import BaseCollator, CollateReport, DroppedSample, _one_of
+from .._options import one_of
+from .._pipeline import BaseCollator
 from .._samples import Sample
 from ..errors import ConfigurationError, MediaError, VLMCollateError
 from ..labels import (
-    DerivedTemplateMarker,
-    FirstOf,
     LabelStrategy,
-    LegacyBPEMatch,
     SkipEmptyThink,
+    with_fallbacks,
 )
 from ..media import Conversations, MediaStrategy
 from ..registry import register_collator
@@ -40,7 +39,6 @@ __all__ = [
 ]
 
 # Indices of the samples the template step truncated; the check step reports them.
-_TRUNCATED = "_kimi_truncated_samples"
 
 
 def tokens_per_image(
@@ -67,10 +65,6 @@ def expand_placeholders(
     repeats = torch.ones_like(input_ids)
     repeats[is_placeholder] = counts.to(repeats.dtype)
     return input_ids.repeat_interleave(repeats), attention_mask.repeat_interleave(repeats)
-
-
-def _k25_labels() -> LabelStrategy:
-    return SkipEmptyThink(FirstOf(KimiTurnMarker(), DerivedTemplateMarker(), LegacyBPEMatch()))
 
 
 @attrs.frozen(kw_only=True)
@@ -132,16 +126,21 @@ class KimiK25VLCollator(BaseCollator):
     """
 
     merge_kernel_size: ClassVar[tuple[int, int]] = (2, 2)
+    media_keys: ClassVar[frozenset[str]] = BaseCollator.media_keys | {"grid_thws", "image_grid_hws"}
 
     padding: Literal["longest", "max_length"] = attrs.field(
         default=attrs.Factory(_max_length_padding, takes_self=True),
-        validator=_one_of("longest", "max_length"),
+        validator=one_of("longest", "max_length"),
     )
     padding_side: Literal["left", "right"] | None = attrs.field(
-        default="right", validator=attrs.validators.optional(_one_of("left", "right"))
+        default="right", validator=attrs.validators.optional(one_of("left", "right"))
     )
-    label_strategy: LabelStrategy = attrs.field(factory=_k25_labels)
-    media_strategy: MediaStrategy = attrs.field(factory=PreExpandedImages)
+
+    def default_label_strategy(self) -> LabelStrategy:
+        return SkipEmptyThink(with_fallbacks(KimiTurnMarker()))
+
+    def default_media_strategy(self) -> MediaStrategy:
+        return PreExpandedImages()
 
     def template(self, samples: Sequence[Sample]) -> dict[str, Any]:
         """Process every sample alone, widen its image placeholders, then stack the rows."""
@@ -152,17 +151,6 @@ class KimiK25VLCollator(BaseCollator):
     def supported_media(self) -> frozenset[str]:
         """Images only: the seed passes nothing else, and video chunks need Moonshot's reader."""
         return frozenset({"image"})
-
-    def check(
-        self, batch: dict[str, Any], samples: Sequence[Sample], report: CollateReport
-    ) -> dict[int, DroppedSample]:
-        """The base policies; samples the template step truncated are reported as truncated."""
-        truncated = batch.pop(_TRUNCATED, [])
-        rejected = super().check(batch, samples, report)
-        report.truncated = sorted(
-            {*report.truncated, *(index for index in truncated if index not in rejected)}
-        )
-        return rejected
 
     def media_token_id(self) -> int:
         """The image placeholder id: the processor's own, else ``<|media_pad|>``'s."""
@@ -259,9 +247,9 @@ class KimiK25VLCollator(BaseCollator):
                 for row in rows
             ]
             batch["n_images_per_sample"] = torch.tensor(counts, dtype=torch.long)
-        batch[_TRUNCATED] = [
+        self.current_report().truncated.extend(
             sample.index for row, sample in zip(rows, samples, strict=True) if row.truncated
-        ]
+        )
         return batch
 
 

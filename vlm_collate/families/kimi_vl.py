@@ -12,17 +12,16 @@ from typing import Any, ClassVar, Literal
 
 import attrs
 
-from .._pipeline import BaseCollator, _one_of
+from .._options import one_of
+from .._pipeline import BaseCollator
 from ..errors import LabelStrategyError
 from ..labels import (
-    DerivedTemplateMarker,
-    FirstOf,
     LabelStrategy,
-    LegacyBPEMatch,
     MarkerStrategy,
     TurnMarkers,
     single_token_id,
     tokenizer_of,
+    with_fallbacks,
 )
 from ..media import MediaStrategy, PlainMedia
 from ..registry import register_collator
@@ -58,10 +57,6 @@ class KimiTurnMarker(MarkerStrategy):
         return TurnMarkers(assistant_marker=marker, end_of_turn_id=ids[self.end_token])
 
 
-def _kimi_labels() -> LabelStrategy:
-    return FirstOf(KimiTurnMarker(), DerivedTemplateMarker(), LegacyBPEMatch())
-
-
 def _max_length_padding(collator: BaseCollator) -> str:
     return "max_length" if collator.max_length is not None else "longest"
 
@@ -80,10 +75,15 @@ class KimiVLCollator(BaseCollator):
     """
 
     processor_defaults: ClassVar[Mapping[str, Any]] = {"add_special_tokens": False}
+    media_keys: ClassVar[frozenset[str]] = BaseCollator.media_keys | {"image_grid_hws"}
 
     padding: Literal["longest", "max_length"] = attrs.field(
         default=attrs.Factory(_max_length_padding, takes_self=True),
-        validator=_one_of("longest", "max_length"),
+        validator=one_of("longest", "max_length"),
     )
-    label_strategy: LabelStrategy = attrs.field(factory=_kimi_labels)
-    media_strategy: MediaStrategy = attrs.field(factory=PlainMedia)
+
+    def default_label_strategy(self) -> LabelStrategy:
+        return with_fallbacks(KimiTurnMarker())
+
+    def default_media_strategy(self) -> MediaStrategy:
+        return PlainMedia()

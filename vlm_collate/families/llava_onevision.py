@@ -9,7 +9,11 @@ import attrs
 
 from .._pipeline import BaseCollator
 from .._samples import Sample, count_media
-from ..labels import DerivedTemplateMarker, FirstOf, ImStartMarker, LabelStrategy, LegacyBPEMatch
+from ..labels import (
+    ImStartMarker,
+    LabelStrategy,
+    with_fallbacks,
+)
 from ..media import MediaStrategy, QwenVLUtilsMedia
 from ..registry import register_collator
 
@@ -38,10 +42,6 @@ class PerSampleImagesMedia(QwenVLUtilsMedia):
         return gathered
 
 
-def _chatml_labels() -> LabelStrategy:
-    return FirstOf(ImStartMarker(), DerivedTemplateMarker(), LegacyBPEMatch())
-
-
 @register_collator("LlavaOnevisionProcessor", "LlavaOneVisionProcessor")
 @attrs.define(kw_only=True)
 class LlavaOneVisionCollator(BaseCollator):
@@ -54,9 +54,13 @@ class LlavaOneVisionCollator(BaseCollator):
     llava-hf template reads only list content and would leave such a turn empty.
     """
 
-    label_strategy: LabelStrategy = attrs.field(factory=_chatml_labels)
-    media_strategy: MediaStrategy = attrs.field(factory=PerSampleImagesMedia)
     processor_defaults: ClassVar[Mapping[str, Any]] = {"do_sample_frames": False}
+
+    def default_label_strategy(self) -> LabelStrategy:
+        return with_fallbacks(ImStartMarker())
+
+    def default_media_strategy(self) -> MediaStrategy:
+        return PerSampleImagesMedia()
 
     def render(self, sample: Sample, **template_kwargs: Any) -> str:
         conversation = [

@@ -10,16 +10,15 @@ import attrs
 import numpy as np
 import torch
 
-from .._pipeline import BaseCollator, CollateReport
+from .._pipeline import BaseCollator
+from .._report import CollateReport
 from .._samples import Sample
 from ..errors import ConfigurationError, MediaError
 from ..labels import (
-    DerivedTemplateMarker,
-    FirstOf,
     ImStartMarker,
     LabelStrategy,
-    LegacyBPEMatch,
     SkipEmptyThink,
+    with_fallbacks,
 )
 from ..media import (
     AudioMedia,
@@ -34,14 +33,6 @@ from ..media import (
 from ..registry import register_collator
 
 __all__ = ["NemotronOmniCollator", "NemotronOmniMedia", "merge_rows"]
-
-# Media entries of this family that the token-axis padding must never touch,
-# even when one happens to have the shape of input_ids.
-_MEDIA_ONLY = ("image_grid_hw", "image_flags", "input_features_mask", "sound_attention_mask")
-
-
-def _omni_labels() -> LabelStrategy:
-    return SkipEmptyThink(inner=FirstOf(ImStartMarker(), DerivedTemplateMarker(), LegacyBPEMatch()))
 
 
 @attrs.frozen(kw_only=True)
@@ -142,10 +133,22 @@ class NemotronOmniCollator(BaseCollator):
     """
 
     default_pixel_dtype: ClassVar[torch.dtype | None] = torch.bfloat16
+    # Per-image, per-clip entries of the remote-code processor.
+    media_keys: ClassVar[frozenset[str]] = BaseCollator.media_keys | {
+        "image_grid_hw",
+        "image_flags",
+        "input_features_mask",
+        "sound_features",
+        "sound_attention_mask",
+    }
 
     max_video_frames: int = attrs.field(default=8, validator=_at_least_two)
-    label_strategy: LabelStrategy = attrs.field(factory=_omni_labels)
-    media_strategy: MediaStrategy = attrs.field(default=attrs.Factory(_omni_media, takes_self=True))
+
+    def default_label_strategy(self) -> LabelStrategy:
+        return SkipEmptyThink(inner=with_fallbacks(ImStartMarker()))
+
+    def default_media_strategy(self) -> MediaStrategy:
+        return _omni_media(self)
 
     def supported_media(self) -> frozenset[str]:
         # The remote-code processor reads video and audio without sub-processors of their own.
@@ -179,12 +182,6 @@ class NemotronOmniCollator(BaseCollator):
                 media["sampling_rate"] = self._sampling_rate()
             rows.append(self.call_processor([sample], text=[self.render(sample)], **media))
         return merge_rows(rows, self.tokenizer, processor=self.processor)
-
-    def pad(self, batch: dict[str, Any], samples: Sequence[Sample]) -> dict[str, Any]:
-        held = {key: batch.pop(key) for key in _MEDIA_ONLY if key in batch}
-        batch = super().pad(batch, samples)
-        batch.update(held)
-        return batch
 
     def _sampling_rate(self) -> int:
         rate = getattr(self.media_strategy, "sampling_rate", None)

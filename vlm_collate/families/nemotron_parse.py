@@ -57,10 +57,6 @@ class PromptPrefixMask(LabelStrategy):
         return torch.where(trained, input_ids, torch.full_like(input_ids, IGNORE_INDEX))
 
 
-def _prompt_labels(collator: NemotronParseCollator) -> LabelStrategy:
-    return PromptPrefixMask(prompt=collator.task_prompt)
-
-
 def _right_only(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
     if value != "right":
         msg = f"'padding_side' must be 'right' for Nemotron-Parse's decoder inputs (got {value!r})."
@@ -93,10 +89,12 @@ class NemotronParseCollator(BaseCollator):
     task_prompt: str = DEFAULT_TASK_PROMPT
     decoder_start_token_id: int | None = None
     padding_side: str = attrs.field(default="right", validator=_right_only)
-    label_strategy: LabelStrategy = attrs.field(
-        default=attrs.Factory(_prompt_labels, takes_self=True)
-    )
-    media_strategy: MediaStrategy = attrs.field(factory=PlainMedia)
+
+    def default_label_strategy(self) -> LabelStrategy:
+        return PromptPrefixMask(prompt=self.task_prompt)
+
+    def default_media_strategy(self) -> MediaStrategy:
+        return PlainMedia()
 
     def __attrs_post_init__(self) -> None:
         super().__attrs_post_init__()

@@ -9,17 +9,16 @@ from typing import Any
 import attrs
 import torch
 
-from .._pipeline import BaseCollator, CollateReport
+from .._pipeline import BaseCollator
+from .._report import CollateReport
 from .._samples import Sample
 from ..errors import LabelStrategyError
 from ..labels import (
-    DerivedTemplateMarker,
-    FirstOf,
     LabelStrategy,
-    LegacyBPEMatch,
     MarkerStrategy,
     TurnMarkers,
     tokenizer_of,
+    with_fallbacks,
 )
 from ..media import AudioMedia, MediaStrategy, move_example_audio, processor_sampling_rate
 from ..registry import register_collator
@@ -63,10 +62,6 @@ class RoleTokenMarker(MarkerStrategy):
         return TurnMarkers(assistant_marker=[start_id], end_of_turn_id=end_id)
 
 
-def _phi4_labels() -> LabelStrategy:
-    return FirstOf(RoleTokenMarker(), DerivedTemplateMarker(), LegacyBPEMatch())
-
-
 def _phi4_media(collator: Phi4MMCollator) -> MediaStrategy:
     return AudioMedia(sampling_rate=processor_sampling_rate(collator.processor))
 
@@ -87,11 +82,26 @@ class Phi4MMCollator(BaseCollator):
         dropped_keys: Batch keys removed at the end. By default the image
             inputs, as in the seed; image items are then refused rather than
             silently lost. ``dropped_keys=()`` trains on images too.
+
+    # Phi-4's processor names its media entries its own way.
+    media_keys: ClassVar[frozenset[str]] = BaseCollator.media_keys | {
+        "image_attention_mask",
+        "audio_input_features",
+        "audio_embed_sizes",
+        "audio_attention_mask",
+        "input_image_embeds",
+        "input_audio_embeds",
+        "image_pixel_values",
+    }
     """
 
     dropped_keys: tuple[str, ...] = attrs.field(default=_IMAGE_INPUTS, converter=tuple)
-    label_strategy: LabelStrategy = attrs.field(factory=_phi4_labels)
-    media_strategy: MediaStrategy = attrs.field(default=attrs.Factory(_phi4_media, takes_self=True))
+
+    def default_label_strategy(self) -> LabelStrategy:
+        return with_fallbacks(RoleTokenMarker())
+
+    def default_media_strategy(self) -> MediaStrategy:
+        return _phi4_media(self)
 
     def filter(self, examples: Sequence[Mapping[str, Any]], report: CollateReport) -> list[Sample]:
         samples = super().filter(examples, report)

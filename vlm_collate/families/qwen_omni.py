@@ -9,10 +9,15 @@ from typing import Any, Literal
 import attrs
 import numpy as np
 
-from .._pipeline import BaseCollator, _one_of
+from .._options import one_of
+from .._pipeline import BaseCollator
 from .._samples import Sample
 from ..errors import ConfigurationError, MediaError, MissingDependencyError
-from ..labels import DerivedTemplateMarker, FirstOf, ImStartMarker, LabelStrategy, LegacyBPEMatch
+from ..labels import (
+    ImStartMarker,
+    LabelStrategy,
+    with_fallbacks,
+)
 from ..media import MediaStrategy, QwenVLUtilsMedia, is_remote, load_waveform, local_path
 from ..registry import register_collator
 
@@ -133,10 +138,6 @@ def _soundtrack(source: Any, location: dict[str, int]) -> np.ndarray:
         raise MediaError(msg, **location) from exc
 
 
-def _omni_labels() -> LabelStrategy:
-    return FirstOf(ImStartMarker(), DerivedTemplateMarker(), LegacyBPEMatch())
-
-
 def _omni_media(collator: Qwen3OmniCollator) -> MediaStrategy:
     patch = getattr(getattr(collator.processor, "image_processor", None), "patch_size", None)
     return QwenOmniUtilsMedia(
@@ -161,11 +162,15 @@ class Qwen3OmniCollator(BaseCollator):
     """
 
     padding_side: Literal["left", "right"] | None = attrs.field(
-        default="right", validator=attrs.validators.optional(_one_of("left", "right"))
+        default="right", validator=attrs.validators.optional(one_of("left", "right"))
     )
     use_audio_in_video: bool = False
-    label_strategy: LabelStrategy = attrs.field(factory=_omni_labels)
-    media_strategy: MediaStrategy = attrs.field(default=attrs.Factory(_omni_media, takes_self=True))
+
+    def default_label_strategy(self) -> LabelStrategy:
+        return with_fallbacks(ImStartMarker())
+
+    def default_media_strategy(self) -> MediaStrategy:
+        return _omni_media(self)
 
     def __attrs_post_init__(self) -> None:
         super().__attrs_post_init__()

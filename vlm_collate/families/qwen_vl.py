@@ -8,15 +8,15 @@ from typing import Any, ClassVar
 import attrs
 
 from .._pipeline import BaseCollator
-from ..labels import DerivedTemplateMarker, FirstOf, ImStartMarker, LabelStrategy, LegacyBPEMatch
+from ..labels import (
+    ImStartMarker,
+    LabelStrategy,
+    with_fallbacks,
+)
 from ..media import MediaStrategy, PlainMedia
 from ..registry import register_collator
 
 __all__ = ["Qwen25VLCollator"]
-
-
-def _qwen_labels() -> LabelStrategy:
-    return FirstOf(ImStartMarker(), DerivedTemplateMarker(), LegacyBPEMatch())
 
 
 @register_collator(
@@ -34,6 +34,10 @@ class Qwen25VLCollator(BaseCollator):
     of videos are not re-sampled (``do_sample_frames=False``).
     """
 
-    label_strategy: LabelStrategy = attrs.field(factory=_qwen_labels)
-    media_strategy: MediaStrategy = attrs.field(factory=PlainMedia)
     processor_defaults: ClassVar[Mapping[str, Any]] = {"do_sample_frames": False}
+
+    def default_label_strategy(self) -> LabelStrategy:
+        return with_fallbacks(ImStartMarker())
+
+    def default_media_strategy(self) -> MediaStrategy:
+        return PlainMedia()

@@ -7,6 +7,7 @@ those turns to learn from, and how).
 
 from __future__ import annotations
 
+from .._public import publish as _publish
 from ._generation import (
     GenerationTagMask,
     align_token_ids,
@@ -23,9 +24,9 @@ from ._roles import (
     role_markers,
 )
 from ._strategies import (
+    IGNORE_INDEX,
     DerivedTemplateMarker,
     FirstOf,
-    IGNORE_INDEX,
     ImStartMarker,
     LabelStrategy,
     LegacyBPEMatch,
@@ -41,6 +42,7 @@ from ._strategies import (
     single_token_id,
     tokenize_with_offsets,
     tokenizer_of,
+    with_fallbacks,
 )
 
 __all__ = [
@@ -71,4 +73,7 @@ __all__ = [
     "single_token_id",
     "tokenize_with_offsets",
     "tokenizer_of",
+    "with_fallbacks",
 ]
+
+_publish(globals(), __all__, "vlm_collate.labels")

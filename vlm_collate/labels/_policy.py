@@ -25,13 +25,14 @@ import attrs
 import torch
 
 from .._options import one_of
+from .._report import warn_once
 from .._samples import is_weight
+from .._tokens import special_ids
 from ..errors import ConfigurationError, SampleError
 from ._roles import role_markers
 from ._strategies import (
     IGNORE_INDEX,
     TurnMarkers,
-    _special_ids,
     assistant_spans,
     is_blank,
     message_text,
@@ -421,18 +422,15 @@ class _MessageKeys:
         return cls(train, weight, zero_weight, frozenset(flagged))
 
 
-_WARNED_IGNORED_WEIGHTS: list[bool] = []
-
-
 def _warn_ignored_weights() -> None:
     """Say once per process that message weights go unused without ``loss_weights``."""
-    if not _WARNED_IGNORED_WEIGHTS:
-        _WARNED_IGNORED_WEIGHTS.append(True)
-        logger.warning(
-            "messages carry 'weight' keys but the label policy has loss_weights=False, so "
-            "only weight 0 has an effect (the turn is not trained); pass "
-            "label_policy=LabelPolicy(loss_weights=True) for a loss_weights tensor."
-        )
+    warn_once(
+        logger,
+        "ignored message weights",
+        "messages carry 'weight' keys but the label policy has loss_weights=False, so "
+        "only weight 0 has an effect (the turn is not trained); pass "
+        "label_policy=LabelPolicy(loss_weights=True) for a loss_weights tensor.",
+    )
 
 
 def mask_enclosed(
@@ -475,7 +473,7 @@ def find_turns(
     name the sample in that error.
     """
     tokenizer = tokenizer_of(processor)
-    special = _special_ids(tokenizer)
+    special = special_ids(tokenizer)
     spans = {"assistant": labels != IGNORE_INDEX}
     ends: dict[str, int | None] = {"assistant": None}
     for role in sorted(set(roles) - {"assistant"}):

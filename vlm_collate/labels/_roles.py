@@ -66,13 +66,7 @@ def role_markers(processor: Any, role: str) -> TurnMarkers:
         return DerivedTemplateMarker().markers(processor)
     tokenizer = tokenizer_of(processor)
     key = ("role_markers", role, _template_of(processor), _template_of(tokenizer))
-    found = _MARKER_CACHE.get(tokenizer, key)
-    if found is None:
-        try:
-            found = _derive(processor, role)
-        except LabelStrategyError as exc:
-            found = _Refusal(str(exc))
-        _MARKER_CACHE.put(tokenizer, key, found)
+    found = _MARKER_CACHE.get_or_compute(tokenizer, key, lambda: _derive_or_refuse(processor, role))
     if isinstance(found, _Refusal):
         raise LabelStrategyError(found.message)
     return found
@@ -248,6 +242,14 @@ def _tokenized(processor: Any, text: str, messages: list[Message]) -> _Rendered:
         roles=roles,
         starts=starts,
     )
+
+
+def _derive_or_refuse(processor: Any, role: str) -> TurnMarkers | _Refusal:
+    """The role's markers, or the reason it has none (a refusal is cached like a result)."""
+    try:
+        return _derive(processor, role)
+    except LabelStrategyError as exc:
+        return _Refusal(str(exc))
 
 
 def _marked_ids(tokenizer: Any) -> set[int]:

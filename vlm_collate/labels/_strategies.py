@@ -13,14 +13,16 @@ from __future__ import annotations
 import abc
 import functools
 import logging
-import weakref
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import attrs
 import torch
 
+from .._cache import ObjectCache
+from .._report import warn_once
 from .._template import render, text_content
+from .._tokens import single_token_id, special_ids, tokenizer_of
 from ..errors import LabelStrategyError, TemplateError
 
 __all__ = [
@@ -42,6 +44,7 @@ __all__ = [
     "single_token_id",
     "tokenize_with_offsets",
     "tokenizer_of",
+    "with_fallbacks",
 ]
 
 IGNORE_INDEX = -100
@@ -49,11 +52,6 @@ IGNORE_INDEX = -100
 logger = logging.getLogger("vlm_collate.labels")
 
 Conversations = Sequence[Sequence[dict[str, Any]]]
-
-
-def tokenizer_of(processor: Any) -> Any:
-    """Return the processor's tokenizer, or the object itself if it is one."""
-    return getattr(processor, "tokenizer", None) or processor
 
 
 @attrs.frozen
@@ -213,53 +211,19 @@ class MarkerStrategy(LabelStrategy):
         """Return the turn markers for ``processor``, resolving them on first use."""
         tokenizer = tokenizer_of(processor)
         key = (self, _template_of(processor), _template_of(tokenizer))
-        cached = _MARKER_CACHE.get(tokenizer, key)
-        if cached is None:
-            cached = self.resolve(processor)
-            _MARKER_CACHE.put(tokenizer, key, cached)
-        return cached
+        return _MARKER_CACHE.get_or_compute(tokenizer, key, lambda: self.resolve(processor))
 
     @abc.abstractmethod
     def resolve(self, processor: Any) -> TurnMarkers:
         """Find the markers for ``processor`` (called once per tokenizer and template)."""
 
 
-class _PerTokenizerCache:
-    """Results keyed by tokenizer object; entries go away with the tokenizer."""
-
-    def __init__(self) -> None:
-        self._weak: weakref.WeakKeyDictionary[Any, dict[Any, Any]] = weakref.WeakKeyDictionary()
-
-    def get(self, tokenizer: Any, key: Any) -> Any:
-        try:
-            return self._weak.get(tokenizer, {}).get(key)
-        except TypeError:  # not weak-referenceable or unhashable: no caching
-            return None
-
-    def put(self, tokenizer: Any, key: Any, value: Any) -> None:
-        try:
-            self._weak.setdefault(tokenizer, {})[key] = value
-        except TypeError:
-            pass
-
-
-_MARKER_CACHE = _PerTokenizerCache()
+_MARKER_CACHE = ObjectCache()
 
 
 def _template_of(obj: Any) -> str | None:
     template = getattr(obj, "chat_template", None)
     return template if isinstance(template, str) else None
-
-
-def single_token_id(tokenizer: Any, token: str) -> int | None:
-    """Return the id of a single-token string, or None when the vocabulary lacks it."""
-    try:
-        token_id = tokenizer.convert_tokens_to_ids(token)
-    except Exception:
-        return None
-    if not isinstance(token_id, int) or token_id == getattr(tokenizer, "unk_token_id", None):
-        return None
-    return token_id
 
 
 def merged_tail_ids(tokenizer: Any, token_id: int) -> tuple[int, ...]:
@@ -363,7 +327,7 @@ class DerivedTemplateMarker(MarkerStrategy):
             raise LabelStrategyError(msg) from exc
         header = _generation_header(without, with_header, getattr(tokenizer, "eos_token", None))
         ids, offsets = tokenize_with_offsets(tokenizer, text)
-        special = _special_ids(tokenizer)
+        special = special_ids(tokenizer)
         headers, ends = [], []
         for user, answer in zip(_USER_SENTINELS, _ANSWER_SENTINELS, strict=True):
             answer_start = _locate(text, answer)
@@ -434,13 +398,6 @@ def tokenize_with_offsets(
     return list(encoded["input_ids"]), offsets
 
 
-def _special_ids(tokenizer: Any) -> set[int]:
-    added = getattr(tokenizer, "added_tokens_decoder", {}) or {}
-    return set(getattr(tokenizer, "all_special_ids", []) or []) | {
-        index for index, token in added.items() if getattr(token, "special", False)
-    }
-
-
 def _locate(text: str, needle: str) -> int:
     position = text.find(needle)
     if position < 0:
@@ -489,9 +446,6 @@ def _common_prefix(runs: list[list[int]]) -> list[int]:
     return prefix
 
 
-_WARNED_LEGACY: set[str] = set()
-
-
 @attrs.frozen(kw_only=True)
 class LegacyBPEMatch(LabelStrategy):
     """Re-tokenizes each assistant text and searches for it in the ids.
@@ -507,14 +461,14 @@ class LegacyBPEMatch(LabelStrategy):
     ) -> torch.Tensor:
         tokenizer = tokenizer_of(processor)
         name = type(tokenizer).__name__
-        if name not in _WARNED_LEGACY:
-            _WARNED_LEGACY.add(name)
-            logger.warning(
-                "LegacyBPEMatch labels %s by re-tokenizing assistant texts; turns whose "
-                "tokens merge with the template may be left unlabelled.",
-                name,
-            )
-        special = _special_ids(tokenizer)
+        warn_once(
+            logger,
+            ("LegacyBPEMatch", name),
+            "LegacyBPEMatch labels %s by re-tokenizing assistant texts; turns whose "
+            "tokens merge with the template may be left unlabelled.",
+            name,
+        )
+        special = special_ids(tokenizer)
         labels = torch.full_like(input_ids, IGNORE_INDEX)
         for row, conversation in enumerate(conversations):
             for start, stop in self._spans(input_ids[row], conversation, tokenizer, special):
@@ -616,6 +570,15 @@ class FirstOf(LabelStrategy):
                 failures.append(f"{type(strategy).__name__}: {exc}")
         msg = "no label strategy applies: " + "; ".join(failures)
         raise LabelStrategyError(msg)
+
+
+def with_fallbacks(*preferred: LabelStrategy) -> FirstOf:
+    """``FirstOf(*preferred, DerivedTemplateMarker(), LegacyBPEMatch())``: a family's usual chain.
+
+    The family's own strategies come first; markers derived from the chat
+    template, then re-tokenized answer search, catch templates they do not fit.
+    """
+    return FirstOf(*preferred, DerivedTemplateMarker(), LegacyBPEMatch())
 
 
 @attrs.frozen

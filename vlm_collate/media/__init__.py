@@ -4,9 +4,10 @@ and the token-length estimates made before the processor runs.
 
 from __future__ import annotations
 
+from .._public import publish as _publish
 from ._audio import (
-    AudioMedia,
     DEFAULT_SAMPLING_RATE,
+    AudioMedia,
     load_waveform,
     move_example_audio,
     processor_sampling_rate,
@@ -25,10 +26,10 @@ from ._images import (
     to_rgb,
 )
 from ._strategies import (
-    Conversations,
     MEDIA_KEYS,
-    MediaStrategy,
     PIXEL_KEYS,
+    Conversations,
+    MediaStrategy,
     PlainMedia,
     QwenVLUtilsMedia,
     iter_media_items,
@@ -69,3 +70,5 @@ __all__ = [
     "to_rgb",
     "vision_token_ids",
 ]
+
+_publish(globals(), __all__, "vlm_collate.media")

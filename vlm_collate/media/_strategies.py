@@ -39,8 +39,10 @@ __all__ = [
 Conversations = Sequence[Sequence[Mapping[str, Any]]]
 
 PIXEL_KEYS = ("pixel_values", "pixel_values_videos", "pixel_values_images", "image_pixel_values")
-# Per-media entries: never padded or shifted along the token axis, even when a
-# tensor happens to have the shape of input_ids.
+# Per-media entries of the common processors: never padded or shifted along the
+# token axis, even when a tensor happens to have the shape of input_ids. A
+# collator family whose processor returns more declares them itself
+# (``BaseCollator.media_keys``).
 MEDIA_KEYS = frozenset(
     {
         *PIXEL_KEYS,
@@ -50,19 +52,6 @@ MEDIA_KEYS = frozenset(
         "second_per_grid_ts",
         "input_features",
         "feature_attention_mask",
-        "input_features_mask",
-        "image_grid_hw",
-        "image_flags",
-        "sound_features",
-        "sound_attention_mask",
-        "image_attention_mask",
-        "audio_input_features",
-        "audio_embed_sizes",
-        "audio_attention_mask",
-        "input_image_embeds",
-        "input_audio_embeds",
-        "image_grid_hws",
-        "grid_thws",
         "num_patches",
         "n_images_per_sample",
         "n_videos_per_sample",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from .._public import publish as _publish
 from ._collator import (
     PreTokenizedCollator,
     merge_media,
@@ -33,3 +34,5 @@ __all__ = [
     "pretokenize_sample",
     "sample_from_row",
 ]
+
+_publish(globals(), __all__, "vlm_collate.pretokenized")

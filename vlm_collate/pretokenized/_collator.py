@@ -20,23 +20,20 @@ from typing import Any, Literal
 import attrs
 import torch
 
-from .._padding import padded_length, padded_side, repad, shift_for_next_token, token_axis_keys
-from .._pipeline import (
-    CollateReport,
-    DroppedSample,
+from .._checks import (
     EmptyLabelsPolicy,
     OverlongPolicy,
-    SampleWarning,
-    _one_of,
-    _positive_or_none,
-    _to_dtype,
+    check_empty_labels,
+    check_length,
+    drop_samples,
 )
+from .._options import one_of, positive_or_none, to_dtype
+from .._padding import padded_length, padded_side, repad, shift_for_next_token, token_axis_keys
+from .._report import CollateReport, DroppedSample
 from .._samples import require_batch
 from ..errors import (
     BatchError,
     ConfigurationError,
-    EmptyLabelsError,
-    OverlongError,
     SampleError,
     SampleTypeError,
 )
@@ -238,22 +235,22 @@ class PreTokenizedCollator:
     """
 
     processor: Any = None
-    max_length: int | None = attrs.field(default=None, validator=_positive_or_none)
+    max_length: int | None = attrs.field(default=None, validator=positive_or_none)
     padding: Literal["longest", "max_length"] = attrs.field(
-        default="longest", validator=_one_of("longest", "max_length")
+        default="longest", validator=one_of("longest", "max_length")
     )
-    pad_to_multiple_of: int | None = attrs.field(default=None, validator=_positive_or_none)
+    pad_to_multiple_of: int | None = attrs.field(default=None, validator=positive_or_none)
     padding_side: Literal["left", "right"] | None = attrs.field(
-        default=None, validator=attrs.validators.optional(_one_of("left", "right"))
+        default=None, validator=attrs.validators.optional(one_of("left", "right"))
     )
     pad_token_id: int | None = None
     shift_labels: bool = True
-    pixel_dtype: torch.dtype | None = attrs.field(default=None, converter=_to_dtype)
+    pixel_dtype: torch.dtype | None = attrs.field(default=None, converter=to_dtype)
     empty_labels: EmptyLabelsPolicy = attrs.field(
-        default="raise", validator=_one_of("raise", "warn", "drop")
+        default="raise", validator=one_of("raise", "warn", "drop")
     )
     overlong: OverlongPolicy = attrs.field(
-        default="drop", validator=_one_of("drop", "raise", "truncate")
+        default="drop", validator=one_of("drop", "raise", "truncate")
     )
 
     last_report: CollateReport | None = attrs.field(init=False, default=None, eq=False, repr=False)
@@ -295,11 +292,10 @@ class PreTokenizedCollator:
         require_batch(examples, "samples")
         report = self.last_report = CollateReport(batch_size=len(examples))
         rows = [read_row(example, index) for index, example in enumerate(examples)]
-        rows = [row for row in (self._fit(row, report) for row in rows) if row is not None]
-        if not rows:
-            reasons = "; ".join(f"sample {d.index}: {d.detail}" for d in report.dropped)
-            msg = f"every sample of the batch was dropped ({reasons})."
-            raise BatchError(msg)
+        fitted = [self._fit(row, report) for row in rows]
+        rejected = {fit.index: fit for fit in fitted if isinstance(fit, DroppedSample)}
+        kept = [fit for fit in fitted if isinstance(fit, _Row)]
+        rows = drop_samples(kept, rejected, report, self.dropped_counts)
         report.kept = [row.index for row in rows]
         batch = self._pad(rows)
         batch.update(self._media(rows))
@@ -307,16 +303,14 @@ class PreTokenizedCollator:
 
     # -- steps ---------------------------------------------------------------
 
-    def _fit(self, row: _Row, report: CollateReport) -> _Row | None:
-        """Apply the overlong and empty-labels policies to one row."""
+    def _fit(self, row: _Row, report: CollateReport) -> _Row | DroppedSample:
+        """Apply the overlong and empty-labels policies to one row; truncate when asked."""
         if self.max_length is not None and row.length > self.max_length:
-            detail = f"{row.length} tokens > max_length={self.max_length}"
-            if self.overlong == "raise":
-                raise OverlongError(detail, sample_index=row.index)
-            if self.overlong == "drop" or self._cuts_media(row):
-                if self.overlong == "truncate":
-                    detail += "; truncating would cut through media tokens, so it is dropped"
-                return self._drop(row, "overlong", detail, report)
+            dropped = check_length(
+                row.index, row.length, self.max_length, self.overlong, lambda: self._cuts_media(row)
+            )
+            if dropped is not None:
+                return dropped
             tokens = {key: value[: self.max_length] for key, value in row.tokens.items()}
             row = _Row(row.index, tokens, row.media)
             report.truncated.append(row.index)
@@ -324,17 +318,7 @@ class PreTokenizedCollator:
         if bool((trained != IGNORE_INDEX).any()):
             return row
         detail = "no token would be trained: every label is IGNORE_INDEX after the shift"
-        if self.empty_labels == "raise":
-            raise EmptyLabelsError(
-                detail + " (empty_labels='drop' or 'warn' keeps training going)",
-                sample_index=row.index,
-            )
-        if self.empty_labels == "drop":
-            return self._drop(row, "empty_labels", detail, report)
-        warning = SampleWarning(row.index, "empty_labels", detail)
-        report.warnings.append(warning)
-        logger.warning("%s", warning)
-        return row
+        return check_empty_labels(row.index, detail, self.empty_labels, report) or row
 
     def _cuts_media(self, row: _Row) -> bool:
         lost_ids = row.tokens["input_ids"][self.max_length :]
@@ -344,12 +328,6 @@ class PreTokenizedCollator:
         if token_types is not None:
             cut = cut or bool((token_types[self.max_length :] != 0).any())
         return cut
-
-    def _drop(self, row: _Row, reason: str, detail: str, report: CollateReport) -> None:
-        report.dropped.append(DroppedSample(row.index, reason, detail))
-        self.dropped_counts[reason] += 1
-        logger.warning("dropped sample %d (%s): %s", row.index, reason, detail)
-        return None
 
     def _pad(self, rows: Sequence[_Row]) -> dict[str, Any]:
         lengths = [row.length for row in rows]

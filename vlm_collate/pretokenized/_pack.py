@@ -21,7 +21,7 @@ from typing import Any, Literal
 import attrs
 import torch
 
-from .._pipeline import DroppedSample
+from .._report import DroppedSample
 from ..errors import ConfigurationError, OverlongError
 from ..labels import IGNORE_INDEX
 from ..media import PIXEL_KEYS, media_token_ids

@@ -16,7 +16,7 @@ from typing import Any, Literal
 import attrs
 import torch
 
-from .._pipeline import _one_of, _positive_or_none, _to_dtype
+from .._options import one_of, positive_or_none, to_dtype
 from .._samples import require_batch
 from ..errors import BatchError, OverlongError, SampleError, SampleTypeError
 from ..labels import IGNORE_INDEX
@@ -99,12 +99,12 @@ class NeatPackedCollator:
     """
 
     padding_idx: int = 0
-    max_length: int | None = attrs.field(default=None, validator=_positive_or_none)
+    max_length: int | None = attrs.field(default=None, validator=positive_or_none)
     attn_implementation: AttnImplementation = attrs.field(
-        default="sdpa", validator=_one_of("flash_attention_2", "sdpa", "eager")
+        default="sdpa", validator=one_of("flash_attention_2", "sdpa", "eager")
     )
     materialize_4d_mask: bool = True
-    pixel_dtype: torch.dtype | None = attrs.field(default=None, converter=_to_dtype)
+    pixel_dtype: torch.dtype | None = attrs.field(default=None, converter=to_dtype)
 
     def __call__(self, packs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         """Collate ``packs`` into a batch of tensors."""

@@ -24,7 +24,7 @@ import attrs
 import numpy as np
 import torch
 
-from .._pipeline import DroppedSample
+from .._report import DroppedSample
 from ..errors import BatchError, MissingDependencyError, SampleError, SampleTypeError
 from ..media import PIXEL_KEYS
 from ._collator import CONCATENATED_KEYS, OPTIONAL_TOKEN_KEYS, REQUIRED_TOKEN_KEYS, WEIGHTS_KEY

@@ -179,8 +179,8 @@ def _positive(text: str) -> int:
 def _inspect(options: argparse.Namespace) -> int:
     # Set before transformers is imported, so that nothing tries the model hub.
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from . import inspect as inspection
     from ..registry import collator_for
+    from . import inspect as inspection
 
     with _data_path(options.data) as (data_path, source):
         records = inspection.load_jsonl(data_path, limit=options.limit)

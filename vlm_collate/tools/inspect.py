@@ -27,7 +27,8 @@ from typing import Any, Literal
 import attrs
 import torch
 
-from .._pipeline import BaseCollator, CollateReport, DroppedSample
+from .._pipeline import BaseCollator
+from .._report import CollateReport, DroppedSample
 from ..errors import (
     BatchError,
     ConfigurationError,
