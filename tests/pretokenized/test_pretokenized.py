@@ -10,7 +10,8 @@ from hypothesis import HealthCheck, given, settings
 from PIL import Image
 
 import vlm_collate as vc
-from vlm_collate.pretokenized import PreTokenizedCollator, merge_media, pretokenize_sample
+from vlm_collate.media import merge_media
+from vlm_collate.pretokenized import PreTokenizedCollator, pretokenize_sample
 from vlm_collate.testing import build_processor
 from vlm_collate.testing.strategies import examples
 

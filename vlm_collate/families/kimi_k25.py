@@ -27,7 +27,7 @@ from ..labels import (
     SkipEmptyThink,
     with_fallbacks,
 )
-from ..media import Conversations, MediaStrategy
+from ..media import Conversations, MediaStrategy, stack_media
 from ..registry import register_collator
 from .kimi_vl import KimiTurnMarker, _max_length_padding, single_token_id
 
@@ -237,16 +237,15 @@ class KimiK25VLCollator(BaseCollator):
                 padding_side=side,
             ),
         }
-        for key in ("pixel_values", "grid_thws", "image_grid_thw"):
-            parts = [row.media[key] for row in rows if key in row.media]
-            if parts:
-                batch[key] = torch.cat(parts)
-        if "grid_thws" in batch:
-            counts = [
-                int(row.media["grid_thws"].shape[0]) if "grid_thws" in row.media else 0
-                for row in rows
-            ]
-            batch["n_images_per_sample"] = torch.tensor(counts, dtype=torch.long)
+        batch.update(
+            stack_media(
+                [row.media for row in rows],
+                pixel_keys=("pixel_values",),
+                concatenated_keys=("grid_thws", "image_grid_thw"),
+                counted_by={"image": "grid_thws"},
+                owners=[sample.index for sample in samples],
+            )
+        )
         self.current_report().truncated.extend(
             sample.index for row, sample in zip(rows, samples, strict=True) if row.truncated
         )

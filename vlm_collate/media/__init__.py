@@ -25,6 +25,11 @@ from ._images import (
     local_path,
     to_rgb,
 )
+from ._stack import (
+    CONCATENATED_KEYS,
+    merge_media,
+    stack_media,
+)
 from ._strategies import (
     MEDIA_KEYS,
     PIXEL_KEYS,
@@ -44,6 +49,7 @@ from ._video import (
 
 __all__ = [
     "AudioMedia",
+    "CONCATENATED_KEYS",
     "Conversations",
     "DEFAULT_MAX_IMAGE_PIXELS",
     "DEFAULT_SAMPLING_RATE",
@@ -63,10 +69,12 @@ __all__ = [
     "load_waveform",
     "local_path",
     "media_token_ids",
+    "merge_media",
     "move_example_audio",
     "processor_sampling_rate",
     "read_video",
     "resample",
+    "stack_media",
     "to_rgb",
     "vision_token_ids",
 ]

@@ -5,7 +5,6 @@ from __future__ import annotations
 from .._public import publish as _publish
 from ._collator import (
     PreTokenizedCollator,
-    merge_media,
     pretokenize_sample,
 )
 from ._pack import (
@@ -28,7 +27,6 @@ __all__ = [
     "PreTokenizedCollator",
     "PreTokenizedDataset",
     "block_causal_mask",
-    "merge_media",
     "pack",
     "pretokenize",
     "pretokenize_sample",

@@ -32,15 +32,14 @@ from .._padding import padded_length, padded_side, repad, shift_for_next_token, 
 from .._report import CollateReport, DroppedSample
 from .._samples import require_batch
 from ..errors import (
-    BatchError,
     ConfigurationError,
     SampleError,
     SampleTypeError,
 )
 from ..labels import IGNORE_INDEX, tokenizer_of
-from ..media import MEDIA_KEYS, PIXEL_KEYS, media_token_ids
+from ..media import CONCATENATED_KEYS, MEDIA_KEYS, PIXEL_KEYS, media_token_ids, stack_media
 
-__all__ = ["PreTokenizedCollator", "merge_media", "pretokenize_sample"]
+__all__ = ["PreTokenizedCollator", "pretokenize_sample"]
 
 logger = logging.getLogger("vlm_collate.pretokenized")
 
@@ -48,36 +47,8 @@ REQUIRED_TOKEN_KEYS = ("input_ids", "attention_mask", "labels")
 OPTIONAL_TOKEN_KEYS = ("mm_token_type_ids",)
 # The one token-axis key that holds floats: per-token loss weights, shifted like labels.
 WEIGHTS_KEY = "loss_weights"
-# Per-media tensors joined along their first axis.
-CONCATENATED_KEYS = ("image_grid_thw", "video_grid_thw", "image_position_ids", "second_per_grid_ts")
 # Batch entries a chat collator adds for the whole batch; a sample does not carry them.
 _BATCH_ONLY_KEYS = frozenset({"n_images_per_sample", "n_videos_per_sample", "num_patches"})
-
-
-def merge_media(values: Sequence[Any], *, dtype: torch.dtype | None = None) -> Any:
-    """Join the media of several samples into one batch entry.
-
-    Tensors whose trailing shapes agree are concatenated along dim 0.
-    Otherwise (variable-resolution media, or a sample that already holds a
-    list) the result is a flat list with one tensor per image.
-
-    Args:
-        values: Tensors ``[N_i, ...]`` or lists of per-image tensors.
-        dtype: Cast floating-point tensors to this dtype; None keeps theirs.
-    """
-    tensors = all(isinstance(value, torch.Tensor) and value.dim() >= 1 for value in values)
-    if tensors and len({tuple(value.shape[1:]) for value in values}) == 1:
-        merged = torch.cat(list(values), dim=0)
-        return merged.to(dtype) if dtype is not None and merged.is_floating_point() else merged
-    flat: list[Any] = []
-    for value in values:
-        flat.extend(value.unbind(0) if isinstance(value, torch.Tensor) else value)
-    if dtype is None:
-        return flat
-    return [
-        item.to(dtype) if isinstance(item, torch.Tensor) and item.is_floating_point() else item
-        for item in flat
-    ]
 
 
 @attrs.frozen
@@ -374,36 +345,11 @@ class PreTokenizedCollator:
         return batch
 
     def _media(self, rows: Sequence[_Row]) -> dict[str, Any]:
-        media: dict[str, Any] = {}
-        for key in PIXEL_KEYS:
-            values = [row.media[key] for row in rows if key in row.media]
-            if values:
-                media[key] = merge_media(values, dtype=self.pixel_dtype)
-        for key in CONCATENATED_KEYS:
-            values = [row.media[key] for row in rows if key in row.media]
-            if values:
-                media[key] = self._concatenate(key, values, rows)
-        for kind in ("image", "video"):
-            grid = f"{kind}_grid_thw"
-            if grid in media:
-                counts = [row.media[grid].shape[0] if grid in row.media else 0 for row in rows]
-                media[f"n_{kind}s_per_sample"] = torch.tensor(counts, dtype=torch.long)
-        return media
-
-    @staticmethod
-    def _concatenate(
-        key: str, values: Sequence[torch.Tensor], rows: Sequence[_Row]
-    ) -> torch.Tensor:
-        trailing = {tuple(value.shape[1:]) for value in values}
-        if len(trailing) > 1:
-            holders = [row.index for row in rows if key in row.media]
-            shapes = ", ".join(
-                f"sample {index}: {tuple(value.shape)}"
-                for index, value in zip(holders, values, strict=True)
-            )
-            msg = f"'{key}' cannot be concatenated: its trailing shapes differ ({shapes})"
-            raise BatchError(msg)
-        return torch.cat(list(values), dim=0)
+        return stack_media(
+            [row.media for row in rows],
+            pixel_dtype=self.pixel_dtype,
+            owners=[row.index for row in rows],
+        )
 
 
 def pretokenize_sample(collator: Any, example: Mapping[str, Any]) -> dict[str, Any]:

@@ -24,12 +24,10 @@ import torch
 from .._report import DroppedSample
 from ..errors import ConfigurationError, OverlongError
 from ..labels import IGNORE_INDEX
-from ..media import PIXEL_KEYS, media_token_ids
+from ..media import PIXEL_KEYS, media_token_ids, stack_media
 from ._collator import (
-    CONCATENATED_KEYS,
     WEIGHTS_KEY,
     _Row,
-    merge_media,
     read_row,
     trained_weights,
 )
@@ -128,10 +126,7 @@ def _assemble(rows: Sequence[_Row], *, weighted: bool) -> dict[str, Any]:
     if weighted:
         weights = torch.cat([trained_weights(document) for document in documents])
         packed[WEIGHTS_KEY] = weights.masked_fill(packed["labels"] == IGNORE_INDEX, 0.0)
-    for key in (*PIXEL_KEYS, *CONCATENATED_KEYS):
-        values = [row.media[key] for row in rows if key in row.media]
-        if values:
-            packed[key] = merge_media(values) if key in PIXEL_KEYS else torch.cat(values)
+    packed.update(stack_media([row.media for row in rows], counted_by={}))
     for kind in ("image", "video"):
         grid = f"{kind}_grid_thw"
         if grid in packed:

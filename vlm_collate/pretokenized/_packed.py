@@ -20,12 +20,10 @@ from .._options import one_of, positive_or_none, to_dtype
 from .._samples import require_batch
 from ..errors import BatchError, OverlongError, SampleError, SampleTypeError
 from ..labels import IGNORE_INDEX
-from ..media import PIXEL_KEYS
+from ..media import CONCATENATED_KEYS, PIXEL_KEYS, stack_media
 from ._collator import (
-    CONCATENATED_KEYS,
     WEIGHTS_KEY,
     _media_value,
-    merge_media,
     token_tensors,
     trained_weights,
 )
@@ -197,7 +195,6 @@ class NeatPackedCollator:
         return block_causal_mask(document_ids)
 
     def _media(self, packs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-        media: dict[str, Any] = {}
         found = [
             {
                 key: _media_value(pack[key], key, index)
@@ -206,18 +203,7 @@ class NeatPackedCollator:
             }
             for index, pack in enumerate(packs)
         ]
-        for key in (*PIXEL_KEYS, *CONCATENATED_KEYS):
-            values = [entry[key] for entry in found if key in entry]
-            if not values:
-                continue
-            if key in PIXEL_KEYS:
-                media[key] = merge_media(values, dtype=self.pixel_dtype)
-            elif len({tuple(value.shape[1:]) for value in values}) == 1:
-                media[key] = torch.cat(values, dim=0)
-            else:
-                shapes = ", ".join(str(tuple(value.shape)) for value in values)
-                msg = f"'{key}' cannot be concatenated: its trailing shapes differ ({shapes})"
-                raise BatchError(msg)
+        media = stack_media(found, pixel_dtype=self.pixel_dtype, counted_by={})
         for kind in ("image", "video"):
             counts = [
                 int(pack.get(f"n_{kind}s", 0) or 0)

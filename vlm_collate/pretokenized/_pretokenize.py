@@ -26,8 +26,8 @@ import torch
 
 from .._report import DroppedSample
 from ..errors import BatchError, MissingDependencyError, SampleError, SampleTypeError
-from ..media import PIXEL_KEYS
-from ._collator import CONCATENATED_KEYS, OPTIONAL_TOKEN_KEYS, REQUIRED_TOKEN_KEYS, WEIGHTS_KEY
+from ..media import CONCATENATED_KEYS, PIXEL_KEYS
+from ._collator import OPTIONAL_TOKEN_KEYS, REQUIRED_TOKEN_KEYS, WEIGHTS_KEY
 
 __all__ = ["PreTokenizedDataset", "pretokenize", "sample_from_row"]
 
