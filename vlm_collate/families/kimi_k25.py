@@ -21,6 +21,7 @@ import torch
 from .._options import one_of
 from .._pipeline import BaseCollator
 from .._samples import Sample
+from .._tokens import single_token_id
 from ..errors import ConfigurationError, MediaError, VLMCollateError
 from ..labels import (
     LabelStrategy,
@@ -29,7 +30,7 @@ from ..labels import (
 )
 from ..media import Conversations, MediaStrategy, stack_media
 from ..registry import register_collator
-from .kimi_vl import KimiTurnMarker, _max_length_padding, single_token_id
+from .kimi_vl import KimiTurnMarker, _max_length_padding
 
 __all__ = [
     "KimiK25VLCollator",

@@ -26,7 +26,7 @@ from ..labels import (
 from ..media import MediaStrategy, PlainMedia
 from ..registry import register_collator
 
-__all__ = ["KimiTurnMarker", "KimiVLCollator", "single_token_id"]
+__all__ = ["KimiTurnMarker", "KimiVLCollator"]
 
 
 @attrs.frozen(kw_only=True)
