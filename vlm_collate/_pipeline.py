@@ -55,9 +55,11 @@ from .labels import (
 from .media import (
     DEFAULT_MAX_IMAGE_PIXELS,
     MEDIA_KEYS,
+    MediaAccess,
     MediaStrategy,
     estimate_tokens,
     media_token_ids,
+    using_access,
     vision_token_ids,
 )
 
@@ -94,7 +96,8 @@ class SampleWarning:
 
     Args:
         index: Position of the sample in the batch the caller passed in.
-        reason: ``"empty_labels"`` for now.
+        reason: ``"empty_labels"``, or ``"multi_frame_image"`` for an animated or
+            multi-page image of which only the first frame is used.
         detail: A sentence a person can act on.
     """
 
@@ -172,7 +175,11 @@ class BaseCollator:
         overlong: Policy for a sample longer than ``max_length``.
         unsupported_media: Policy for a sample holding media the processor
             cannot take (see :meth:`supported_media`): ``"raise"`` or ``"drop"``.
-        max_image_pixels: Largest accepted image area (decompression-bomb guard).
+        max_image_pixels: Largest accepted image area (decompression-bomb guard);
+            when not the default it overrides ``media_access.max_image_pixels``.
+        media_access: What media references samples may name and how large media
+            may be (a :class:`~vlm_collate.MediaAccess` or a mapping of its
+            options). The default refuses URLs and bounds every medium.
         processor_kwargs: Extra keyword arguments for the processor call.
         label_strategy: Finds the assistant turns (which tokens are trained).
         label_policy: Chooses which of the turns are trained, their end-of-turn
@@ -215,6 +222,7 @@ class BaseCollator:
     max_image_pixels: int = attrs.field(
         default=DEFAULT_MAX_IMAGE_PIXELS, validator=_positive_or_none
     )
+    media_access: MediaAccess = attrs.field(factory=MediaAccess, converter=MediaAccess.coerce)
     processor_kwargs: Mapping[str, Any] = attrs.field(factory=dict, converter=dict)
     label_strategy: LabelStrategy | None = None
     label_policy: LabelPolicy = attrs.field(factory=LabelPolicy, converter=LabelPolicy.coerce)
@@ -244,6 +252,9 @@ class BaseCollator:
         if self.drop_overlong and self.max_length is None:
             msg = "'drop_overlong' needs 'max_length' (got None)."
             raise ConfigurationError(msg)
+        # One image limit in effect: max_image_pixels, when given, wins.
+        self.media_access = self.media_access.with_max_image_pixels(self.max_image_pixels)
+        self.max_image_pixels = self.media_access.max_image_pixels
 
     @classmethod
     def from_processor(cls, processor: Any, **options: Any) -> BaseCollator:
@@ -286,9 +297,10 @@ class BaseCollator:
         require_batch(examples, "samples")
         report.batch_size = len(examples)
         samples = [
-            prepare_sample(example, index, max_image_pixels=self.max_image_pixels)
+            prepare_sample(example, index, media_access=self.media_access)
             for index, example in enumerate(examples)
         ]
+        self._report_media_notes(samples, report)
         supported = self.supported_media()
         rejected = {}
         for sample in samples:
@@ -449,7 +461,8 @@ class BaseCollator:
     def gather_media(self, samples: Sequence[Sample]) -> dict[str, Any]:
         """Ask the media strategy for processor inputs; errors name the caller's sample index."""
         try:
-            return self.media_strategy.gather([sample.conversation for sample in samples])
+            with using_access(self.media_access):
+                return self.media_strategy.gather([sample.conversation for sample in samples])
         except SampleError as exc:
             if exc.sample_index is None or not 0 <= exc.sample_index < len(samples):
                 raise
@@ -485,6 +498,14 @@ class BaseCollator:
         indices = ", ".join(str(sample.index) for sample in samples)
         msg = f"the processor failed on samples {indices}: {type(exc).__name__}: {exc}"
         return ProcessorError(msg)
+
+    def _report_media_notes(self, samples: Sequence[Sample], report: CollateReport) -> None:
+        """Report what the media readers noted, such as a multi-frame image read as one frame."""
+        for sample in samples:
+            for reason, detail in sample.media_notes:
+                warning = SampleWarning(sample.index, reason, detail)
+                report.warnings.append(warning)
+                logger.warning("%s", warning)
 
     def _untrain_tool_responses(
         self, labels: torch.Tensor, input_ids: torch.Tensor

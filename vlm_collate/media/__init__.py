@@ -4,9 +4,19 @@ and the token-length estimates made before the processor runs.
 
 from __future__ import annotations
 
+from ._access import (
+    DEFAULT_MAX_IMAGE_PIXELS,
+    MAX_SAMPLING_RATE,
+    MediaAccess,
+    MediaSource,
+    current_access,
+    local_path,
+    resolve_media,
+    using_access,
+)
 from ._audio import (
-    AudioMedia,
     DEFAULT_SAMPLING_RATE,
+    AudioMedia,
     load_waveform,
     move_example_audio,
     processor_sampling_rate,
@@ -18,19 +28,19 @@ from ._estimate import (
     image_tokens,
 )
 from ._images import (
-    DEFAULT_MAX_IMAGE_PIXELS,
+    decode_image,
     is_remote,
     load_image,
-    local_path,
     to_rgb,
 )
 from ._strategies import (
-    Conversations,
     MEDIA_KEYS,
-    MediaStrategy,
     PIXEL_KEYS,
+    Conversations,
+    MediaStrategy,
     PlainMedia,
     QwenVLUtilsMedia,
+    is_media_reference,
     iter_media_items,
     media_token_ids,
     vision_token_ids,
@@ -38,7 +48,10 @@ from ._strategies import (
 from ._video import (
     DecodedVideo,
     frame_indices,
+    kept_count,
     read_video,
+    read_video_item,
+    video_options,
 )
 
 __all__ = [
@@ -47,17 +60,24 @@ __all__ = [
     "DEFAULT_MAX_IMAGE_PIXELS",
     "DEFAULT_SAMPLING_RATE",
     "DecodedVideo",
+    "MAX_SAMPLING_RATE",
     "MEDIA_KEYS",
+    "MediaAccess",
+    "MediaSource",
     "MediaStrategy",
     "PIXEL_KEYS",
     "PlainMedia",
     "QwenVLUtilsMedia",
+    "current_access",
+    "decode_image",
     "estimate_tokens",
     "frame_indices",
     "image_config",
     "image_tokens",
+    "is_media_reference",
     "is_remote",
     "iter_media_items",
+    "kept_count",
     "load_image",
     "load_waveform",
     "local_path",
@@ -65,7 +85,11 @@ __all__ = [
     "move_example_audio",
     "processor_sampling_rate",
     "read_video",
+    "read_video_item",
     "resample",
+    "resolve_media",
     "to_rgb",
+    "using_access",
+    "video_options",
     "vision_token_ids",
 ]
