@@ -128,7 +128,7 @@ def decode_image(
     except MediaError:
         raise
     except Image.DecompressionBombError as exc:
-        msg = f"image {name} is too large to decode safely ({exc})"
+        msg = f"image {name} is over max_image_pixels={limit} (possible decompression bomb: {exc})"
         raise MediaError(msg, **where) from exc
     except _DECODE_ERRORS as exc:
         msg = f"cannot read image {name}: {type(exc).__name__}: {exc}"
