@@ -217,7 +217,8 @@ class TestMoveExampleAudio:
         """An unusable top-level clip raises MediaError naming the sample and the key."""
         example = {"conversation": [{"role": "user", "content": "Hi"}], "audio": "nothing.wav"}
         with pytest.raises(
-            MediaError, match=r"^sample 4: example\['audio'\]: audio file 'nothing.wav' does not exist"
+            MediaError,
+            match=r"^sample 4: example\['audio'\]: audio file 'nothing.wav' does not exist",
         ) as caught:
             move_example_audio([prepared(example, index=4)], sampling_rate=16000)
         assert 4 == caught.value.sample_index

@@ -117,7 +117,10 @@ def _audio(item: Mapping[str, Any], location: dict[str, int]) -> Any:
 def _soundtrack(source: Any, location: dict[str, int]) -> np.ndarray:
     """A video's audio track as a mono 16 kHz waveform."""
     if not is_media_reference(source):
-        msg = f"use_audio_in_video needs every video as a local file, URL or blob (got {type(source).__name__})"
+        msg = (
+            "use_audio_in_video needs every video as a local file, URL or blob "
+            f"(got {type(source).__name__})"
+        )
         raise MediaError(msg, **location)
     try:
         return load_waveform(source, sampling_rate=SAMPLE_RATE, location=location)
