@@ -33,6 +33,8 @@ __all__ = [
 # Per-item frame-rate bound: far above any real video, and small enough that
 # fps * duration cannot overflow the frame arithmetic.
 _MAX_FPS = 1000.0
+# Wanted frames further apart than this (on average) are reached by seeking.
+_SEEK_SPACING = 24
 
 
 @attrs.frozen
@@ -263,6 +265,67 @@ def _check_frame(width: int, height: int, checked: MediaSource, where: dict[str,
 
 
 def _decode(
+    container: Any,
+    stream: Any,
+    wanted: list[int],
+    checked: MediaSource,
+    where: dict[str, Any],
+) -> dict[int, np.ndarray]:
+    """The wanted frames as RGB arrays: by seeking when they lie far apart, else in one pass."""
+    if _spacing(wanted) >= _SEEK_SPACING:
+        kept = _decode_seeking(container, stream, wanted, checked, where)
+        if kept is not None:
+            return kept
+        container.seek(0)
+    return _decode_in_order(container, stream, wanted, checked, where)
+
+
+def _spacing(wanted: list[int]) -> float:
+    distinct = sorted(set(wanted))
+    if len(distinct) < 2:
+        return 0.0
+    return (distinct[-1] - distinct[0]) / (len(distinct) - 1)
+
+
+def _decode_seeking(
+    container: Any,
+    stream: Any,
+    wanted: list[int],
+    checked: MediaSource,
+    where: dict[str, Any],
+) -> dict[int, np.ndarray] | None:
+    """Seek to the keyframe before each wanted frame and decode up to it; None if unusable.
+
+    A frame's index is read from its timestamp (``pts``), so the frames kept
+    are the ones a full decode would have kept at those indices.
+    """
+    rate, base = stream.average_rate, stream.time_base
+    if not rate or not base:
+        return None
+    start = stream.start_time or 0
+    kept: dict[int, np.ndarray] = {}
+    try:
+        for index in sorted(set(wanted)):
+            target = start + round(index / (rate * base))
+            container.seek(target, stream=stream, backward=True, any_frame=False)
+            for frame in container.decode(stream):
+                if frame.pts is None:
+                    return None
+                position = round((frame.pts - start) * base * rate)
+                if position >= index:
+                    if position != index:
+                        return None  # timestamps and indices disagree: decode in order
+                    _check_frame(frame.width, frame.height, checked, where)
+                    kept[index] = frame.to_ndarray(format="rgb24")
+                    break
+    except MediaError:
+        raise
+    except Exception:  # a container that cannot seek is decoded in order instead
+        return None
+    return kept if len(kept) == len(set(wanted)) else None
+
+
+def _decode_in_order(
     container: Any,
     stream: Any,
     wanted: list[int],
