@@ -50,6 +50,9 @@ _KAISER_BETA = 8.6
 # 16 kHz) are exact.
 _MAX_PHASES = 1000
 _MAX_CHANNELS = 8
+# A decoded file holds at most max_audio_seconds of this many values per
+# second (48 kHz stereo): 230 MB of float32 at the default 600 s.
+_DECODED_VALUES_PER_SECOND = 96_000
 
 _EXPECTED = (
     "an audio item's value must be a 1-D array, an (array, sampling_rate) pair, "
@@ -250,13 +253,20 @@ def _read_audio_file(source: MediaSource, where: dict[str, Any]) -> tuple[Any, i
             # Planar float keeps the channels apart; they are averaged later
             # (ffmpeg's own mono downmix would scale the sum by 1/sqrt(2)).
             to_float = av.AudioResampler(format="fltp", rate=rate)
-            decoded, samples = [], 0
+            decoded, samples, values = [], 0, 0
             for frame in itertools.chain(container.decode(stream), [None]):
                 for converted in to_float.resample(frame):
                     decoded.append(converted.to_ndarray())
                     samples += decoded[-1].shape[-1]
+                    values += decoded[-1].size
                 if samples > limit * rate:
                     msg = f"audio {source.name!r} is longer than max_audio_seconds={limit:g}"
+                    raise MediaError(msg, **where)
+                if values > limit * _DECODED_VALUES_PER_SECOND:
+                    msg = (
+                        f"audio {source.name!r} decodes to more than max_audio_seconds={limit:g} "
+                        "of 48 kHz stereo (a very high rate or many channels)"
+                    )
                     raise MediaError(msg, **where)
     except MediaError:
         raise
