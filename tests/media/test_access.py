@@ -362,3 +362,35 @@ class TestReferences:
         collator = vc.Qwen25VLCollator(processor=qwen_processor, max_image_pixels=10**12)
         collator([item_sample({"type": "image", "image": str(path)})])
         assert before == Image.MAX_IMAGE_PIXELS
+
+
+class TestPretokenize:
+    """pretokenize applies media_access as the collator would."""
+
+    def dataset(self):
+        datasets = pytest.importorskip("datasets", reason="needs the 'datasets' package")
+        user = [
+            {"type": "image", "image": "red.png", "text": None},
+            {"type": "text", "text": "Colour?", "image": None},
+        ]
+        answer = [{"type": "text", "text": "Red.", "image": None}]
+        conversation = [{"role": "user", "content": user}, {"role": "assistant", "content": answer}]
+        return datasets.Dataset.from_list([{"conversation": conversation}])
+
+    def test_roots_resolve_relative_paths(self, qwen_processor, tmp_path):
+        """With roots given to pretokenize, a relative image path is read from the root."""
+        from vlm_collate.pretokenized import pretokenize
+
+        write_image(tmp_path / "red.png", quadrants(56, 56))
+        collator = vc.Qwen25VLCollator(processor=qwen_processor)
+        stored = pretokenize(self.dataset(), collator, media_access={"roots": [str(tmp_path)]})
+        assert [0] == stored.source_indices
+
+    def test_policy_refuses_outside_the_roots(self, qwen_processor, tmp_path):
+        """The same row under roots that do not hold the file is a MediaError naming the row."""
+        from vlm_collate.pretokenized import pretokenize
+
+        collator = vc.Qwen25VLCollator(processor=qwen_processor)
+        access = MediaAccess(roots=[tmp_path])
+        with pytest.raises(MediaError, match="^sample 0, message 0, item 0: image file 'red.png'"):
+            pretokenize(self.dataset(), collator, media_access=access)
