@@ -223,7 +223,7 @@ def to_rgb(image: Image.Image) -> Image.Image:
     if mode == "RGB":
         return image  # already fine; it is shared, never modified
     if mode in ("RGBA", "LA", "PA") or (mode == "P" and "transparency" in image.info):
-        rgba = image.convert("RGBA")
+        rgba = image if mode == "RGBA" else image.convert("RGBA")  # no copy of a large image
         background = Image.new("RGB", rgba.size, (255, 255, 255))
         background.paste(rgba, mask=rgba.getchannel("A"))
         return background

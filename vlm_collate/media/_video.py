@@ -220,10 +220,26 @@ def read_video(
     if not wanted or not set(wanted) <= kept.keys():
         msg = f"video {checked.name!r} has no decodable frames"
         raise MediaError(msg, **where)
-    frames = np.stack([kept[index] for index in wanted])
+    frames = _stacked(kept, wanted, checked, where)
     return DecodedVideo(
         frames=frames, source_fps=source_fps, total_frames=total, indices=tuple(wanted)
     )
+
+
+def _stacked(
+    kept: dict[int, np.ndarray], wanted: list[int], checked: MediaSource, where: dict[str, Any]
+) -> np.ndarray:
+    """``[T, H, W, 3]`` frames; each decoded frame is released once copied, so the peak
+    stays near one copy of the kept frames."""
+    frames = np.empty((len(wanted), *kept[wanted[0]].shape), dtype=np.uint8)
+    for position, index in enumerate(wanted):
+        if kept[index].shape != frames.shape[1:]:
+            msg = f"video {checked.name!r} changes frame size mid-stream"
+            raise MediaError(msg, **where)
+        frames[position] = kept[index]
+        if position + 1 == len(wanted) or wanted[position + 1] != index:
+            del kept[index]
+    return frames
 
 
 def _probe(container: Any, stream: Any) -> tuple[int, float]:
