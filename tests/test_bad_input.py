@@ -354,9 +354,9 @@ class TestBadMedia:
         )
         assert (1, 1, 0) == (error.sample_index, error.message_index, error.item_index)
 
-    @pytest.mark.parametrize("image", [7, {"pixels": [1, 2]}, 2.5, b"\x89PNG"], ids=repr)
+    @pytest.mark.parametrize("image", [7, {"pixels": [1, 2]}, 2.5], ids=repr)
     def test_image_of_wrong_type(self, collator, image):
-        """An image given as an int, dict, float or bytes is a SampleTypeError naming the type."""
+        """An image given as an int, dict or float is a SampleTypeError naming the type."""
         error = collate_error(
             collator, [good_sample(), image_sample(image)], errors.SampleTypeError
         )

@@ -52,7 +52,7 @@ from .labels import (
     SkipEmptyThink,
     TurnMarkers,
 )
-from .media import AudioMedia, MediaStrategy, PlainMedia, QwenVLUtilsMedia
+from .media import AudioMedia, MediaAccess, MediaStrategy, PlainMedia, QwenVLUtilsMedia
 from .pretokenized import (
     NeatPackedCollator,
     PackResult,
@@ -90,6 +90,7 @@ __all__ = [
     "LabelStrategyError",
     "LegacyBPEMatch",
     "LlavaOneVisionCollator",
+    "MediaAccess",
     "MediaError",
     "MediaStrategy",
     "MissingDependencyError",

@@ -61,9 +61,11 @@ from .labels import IGNORE_INDEX, LabelPolicy, LabelStrategy, ReasoningMarkers
 from .media import (
     DEFAULT_MAX_IMAGE_PIXELS,
     MEDIA_KEYS,
+    MediaAccess,
     MediaStrategy,
     estimate_tokens,
     media_token_ids,
+    using_access,
     vision_token_ids,
 )
 
@@ -114,7 +116,11 @@ class BaseCollator(abc.ABC):
         overlong: Policy for a sample longer than ``max_length``.
         unsupported_media: Policy for a sample holding media the processor
             cannot take (see :meth:`supported_media`): ``"raise"`` or ``"drop"``.
-        max_image_pixels: Largest accepted image area (decompression-bomb guard).
+        max_image_pixels: Largest accepted image area (decompression-bomb guard);
+            when not the default it overrides ``media_access.max_image_pixels``.
+        media_access: What media references samples may name and how large media
+            may be (a :class:`~vlm_collate.MediaAccess` or a mapping of its
+            options). The default refuses URLs and bounds every medium.
         processor_kwargs: Extra keyword arguments for the processor call.
         label_strategy: Finds the assistant turns (which tokens are trained).
         label_policy: Chooses which of the turns are trained, their end-of-turn
@@ -160,6 +166,7 @@ class BaseCollator(abc.ABC):
     max_image_pixels: int = attrs.field(
         default=DEFAULT_MAX_IMAGE_PIXELS, validator=positive_or_none
     )
+    media_access: MediaAccess = attrs.field(factory=MediaAccess, converter=MediaAccess.coerce)
     processor_kwargs: Mapping[str, Any] = attrs.field(factory=dict, converter=dict)
     label_strategy: LabelStrategy = _FROM_FAMILY
     label_policy: LabelPolicy = attrs.field(factory=LabelPolicy, converter=LabelPolicy.coerce)
@@ -196,6 +203,9 @@ class BaseCollator(abc.ABC):
         if self.drop_overlong and self.max_length is None:
             msg = "'drop_overlong' needs 'max_length' (got None)."
             raise ConfigurationError(msg)
+        # One image limit in effect: max_image_pixels, when given, wins.
+        self.media_access = self.media_access.with_max_image_pixels(self.max_image_pixels)
+        self.max_image_pixels = self.media_access.max_image_pixels
 
     @abc.abstractmethod
     def default_label_strategy(self) -> LabelStrategy:
@@ -251,9 +261,12 @@ class BaseCollator(abc.ABC):
         require_batch(examples, "samples")
         report.batch_size = len(examples)
         samples = [
-            prepare_sample(example, index, max_image_pixels=self.max_image_pixels)
+            prepare_sample(example, index, media_access=self.media_access)
             for index, example in enumerate(examples)
         ]
+        for sample in samples:  # what the media readers noted, such as a multi-frame image
+            for reason, detail in sample.media_notes:
+                report.warn(SampleWarning(sample.index, reason, detail), logger)
         supported = self.supported_media()
         rejected = {}
         for sample in samples:
@@ -420,7 +433,8 @@ class BaseCollator(abc.ABC):
     def gather_media(self, samples: Sequence[Sample]) -> dict[str, Any]:
         """Ask the media strategy for processor inputs; errors name the caller's sample index."""
         try:
-            return self.media_strategy.gather([sample.conversation for sample in samples])
+            with using_access(self.media_access):
+                return self.media_strategy.gather([sample.conversation for sample in samples])
         except SampleError as exc:
             if exc.sample_index is None or not 0 <= exc.sample_index < len(samples):
                 raise

@@ -7,26 +7,59 @@ wrong, and returns a :class:`~vlm_collate._samples.Sample` holding a normalised
 
 from __future__ import annotations
 
-import os
+import math
+import numbers
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import attrs
+
 from ._samples import ITEM_TYPES, Sample, is_weight
 from .errors import MediaError, SampleError, SampleTypeError
-from .media import is_remote, load_image, local_path
+from .media import (
+    MediaAccess,
+    is_media_reference,
+    load_image,
+    resolve_media,
+    video_options,
+)
 
 __all__ = ["prepare_sample"]
 
 # Keys under which transformers' chat templates accept a media source.
 _SOURCE_KEYS = {"image": ("image", "url", "path"), "video": ("video", "url", "path")}
+_AUDIO_KEYS = ("audio", "path", "url")
+# Per-item sizes qwen-vl-utils resizes to: each is bounded by the pixel limit.
+_PIXEL_OPTIONS = ("min_pixels", "max_pixels", "total_pixels")
+_SIDE_OPTIONS = ("resized_height", "resized_width")
 
 
-def prepare_sample(example: Any, index: int, *, max_image_pixels: int) -> Sample:
+@attrs.frozen
+class _ItemMedia:
+    """The media policy of one sample, and what its readers noted for the report."""
+
+    access: MediaAccess
+    notes: list[tuple[str, str]] = attrs.Factory(list)
+
+
+def prepare_sample(
+    example: Any,
+    index: int,
+    *,
+    max_image_pixels: int | None = None,
+    media_access: MediaAccess | None = None,
+) -> Sample:
     """Validate one example and return it with a normalised conversation copy.
 
-    Images given as paths are opened, checked and converted to upright RGB;
-    PIL images are converted on copies.
+    Every media reference is checked against ``media_access`` (the safe
+    defaults when None) before anything reads it: images are read, checked
+    and converted to upright RGB (PIL images on copies); video and audio
+    references become checked :class:`~vlm_collate.media.MediaSource` objects
+    that the media strategies decode. ``max_image_pixels``, when given,
+    overrides the policy's image limit.
     """
+    access = (media_access or MediaAccess()).with_max_image_pixels(max_image_pixels)
+    media = _ItemMedia(access)
     if not isinstance(example, Mapping):
         msg = f"expected a mapping with a 'conversation' key (got {type(example).__name__})"
         raise SampleTypeError(msg, sample_index=index)
@@ -42,13 +75,13 @@ def prepare_sample(example: Any, index: int, *, max_image_pixels: int) -> Sample
         msg = "'conversation' is empty"
         raise SampleError(msg, sample_index=index)
     copied = [
-        _copy_message(message, index, position, max_image_pixels)
+        _copy_message(message, index, position, media)
         for position, message in enumerate(conversation)
     ]
-    return Sample(index=index, conversation=copied, example=example)
+    return Sample(index=index, conversation=copied, example=example, media_notes=tuple(media.notes))
 
 
-def _copy_message(message: Any, sample: int, position: int, max_pixels: int) -> dict[str, Any]:
+def _copy_message(message: Any, sample: int, position: int, media: _ItemMedia) -> dict[str, Any]:
     if not isinstance(message, Mapping):
         msg = (
             f"a message must be a mapping with 'role' and 'content' (got {type(message).__name__})"
@@ -70,7 +103,7 @@ def _copy_message(message: Any, sample: int, position: int, max_pixels: int) -> 
         msg = f"'content' must be a string or a list of items (got {type(content).__name__})"
         raise SampleTypeError(msg, sample_index=sample, message_index=position)
     copied["content"] = [
-        _copy_item(item, sample, position, item_index, max_pixels)
+        _copy_item(item, sample, position, item_index, media)
         for item_index, item in enumerate(content)
     ]
     return copied
@@ -93,7 +126,9 @@ def _check_label_keys(message: Mapping[str, Any], sample: int, position: int) ->
             raise SampleError(msg, **location)
 
 
-def _copy_item(item: Any, sample: int, message: int, index: int, max_pixels: int) -> dict[str, Any]:
+def _copy_item(
+    item: Any, sample: int, message: int, index: int, media: _ItemMedia
+) -> dict[str, Any]:
     location = {"sample_index": sample, "message_index": message, "item_index": index}
     if not isinstance(item, Mapping):
         msg = f"a content item must be a mapping with a 'type' (got {type(item).__name__})"
@@ -109,16 +144,24 @@ def _copy_item(item: Any, sample: int, message: int, index: int, max_pixels: int
         if not isinstance(text, str):
             msg = f"a text item needs a string 'text' (got {type(text).__name__})"
             raise SampleTypeError(msg, **location)
-    elif kind == "image":
+        return copied
+    if kind in ("image", "video"):
+        _check_size_options(copied, kind, media.access, location)
+    if kind == "image":
         source = _source(item, "image", location)
         for key in _SOURCE_KEYS["image"]:
             copied.pop(key, None)
-        copied["image"] = load_image(source, max_pixels=max_pixels, location=location)
+        copied["image"] = load_image(
+            source, access=media.access, location=location, notes=media.notes
+        )
     elif kind == "video":
-        copied["video"] = _check_video(_source(item, "video", location), max_pixels, location)
-    elif kind == "audio" and "audio" not in item and "path" not in item and "url" not in item:
-        msg = "an audio item needs an 'audio' value (array, (array, rate), dict or path)"
-        raise SampleError(msg, **location)
+        video_options(copied, location)
+        source = _source(item, "video", location)
+        for key in _SOURCE_KEYS["video"]:
+            copied.pop(key, None)
+        copied["video"] = _check_video(source, media, location)
+    elif kind == "audio":
+        _copy_audio(copied, media.access, location)
     return copied
 
 
@@ -130,21 +173,51 @@ def _source(item: Mapping[str, Any], kind: str, location: dict[str, int | None])
     raise SampleError(msg, **location)
 
 
-def _check_video(source: Any, max_pixels: int, location: dict[str, int | None]) -> Any:
-    if isinstance(source, (str, os.PathLike)):
-        if isinstance(source, str) and is_remote(source):
-            return source
-        path = local_path(source)
-        if not path.is_file():
-            msg = f"video file {str(path)!r} does not exist"
-            raise MediaError(msg, **location)
-        if path.stat().st_size == 0:
-            msg = f"video file {str(path)!r} is empty (0 bytes)"
-            raise MediaError(msg, **location)
-        return source
+def _check_video(source: Any, media: _ItemMedia, location: dict[str, int | None]) -> Any:
+    """A file, URL or blob becomes a checked MediaSource (decoded later); frames are checked."""
+    if is_media_reference(source):
+        return resolve_media(source, media.access, kind="video", location=location)
     if isinstance(source, Sequence):
         if not source:
             msg = "a video given as a list of frames has no frames"
             raise MediaError(msg, **location)
-        return [load_image(frame, max_pixels=max_pixels, location=location) for frame in source]
+        if len(source) > media.access.max_video_frames:
+            msg = (
+                f"a video given as {len(source)} frames has more than "
+                f"max_video_frames={media.access.max_video_frames}"
+            )
+            raise MediaError(msg, **location)
+        return [load_image(frame, access=media.access, location=location) for frame in source]
     return source  # arrays and tensors of frames go to the processor as they are
+
+
+def _copy_audio(copied: dict[str, Any], access: MediaAccess, location: dict[str, Any]) -> None:
+    """An audio reference becomes a checked MediaSource; arrays are decoded later."""
+    key = next((key for key in _AUDIO_KEYS if key in copied), None)
+    if key is None:
+        msg = "an audio item needs an 'audio' value (array, (array, rate), dict or path)"
+        raise SampleError(msg, **location)
+    if is_media_reference(copied[key]):
+        copied[key] = resolve_media(copied[key], access, kind="audio", location=location)
+
+
+def _check_size_options(
+    item: Mapping[str, Any], kind: str, access: MediaAccess, location: dict[str, Any]
+) -> None:
+    """Per-item resize options are positive ints within the pixel limit of the medium."""
+    limit = access.max_image_pixels if kind == "image" else access.max_video_pixels
+    for key in (*_PIXEL_OPTIONS, *_SIDE_OPTIONS):
+        value = item.get(key)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+            msg = f"'{key}' must be a positive int (got {value!r})"
+            raise SampleTypeError(msg, **location)
+        bound = limit if key in _PIXEL_OPTIONS else math.isqrt(limit) * 4
+        if not 0 < value <= bound:
+            msg = f"'{key}' must be an int in 1..{bound} for this {kind} (got {value!r})"
+            raise MediaError(msg, **location)
+    height, width = item.get("resized_height"), item.get("resized_width")
+    if height is not None and width is not None and height * width > limit:
+        msg = f"'resized_height' x 'resized_width' = {height * width} pixels, more than {limit}"
+        raise MediaError(msg, **location)

@@ -37,7 +37,8 @@ class SampleWarning:
 
     Args:
         index: Position of the sample in the batch the caller passed in.
-        reason: What is wrong, for example ``"empty_labels"``.
+        reason: What is wrong: ``"empty_labels"``, or ``"multi_frame_image"`` for
+            an animated or multi-page image of which only the first frame is used.
         detail: A sentence a person can act on.
     """
 

@@ -40,11 +40,14 @@ class Sample:
         index: Position of the sample in the batch the caller passed in.
         conversation: A normalised copy of the sample's conversation.
         example: The caller's original mapping (read, never modified).
+        media_notes: ``(reason, detail)`` pairs the media readers noted for the
+            collate report (a multi-frame image read as its first frame).
     """
 
     index: int
     conversation: list[dict[str, Any]]
     example: Mapping[str, Any] = attrs.field(repr=False)
+    media_notes: tuple[tuple[str, str], ...] = attrs.field(default=(), repr=False, eq=False)
 
 
 def require_batch(examples: Any, noun: str = "samples") -> None:

@@ -137,7 +137,7 @@ class TestLoadWaveform:
             (np.zeros((40, 40)), "got shape (40, 40)"),
             ((np.zeros(10), 0), "sampling rate must be a positive number (got 0)"),
             (np.array(["a", "b"]), "floats or signed PCM integers"),
-            ("/no/such/clip.wav", "cannot read audio file '/no/such/clip.wav'"),
+            ("/no/such/clip.wav", "audio file '/no/such/clip.wav' does not exist"),
         ],
     )
     def test_bad_values_name_their_place(self, value, detail):
@@ -217,7 +217,8 @@ class TestMoveExampleAudio:
         """An unusable top-level clip raises MediaError naming the sample and the key."""
         example = {"conversation": [{"role": "user", "content": "Hi"}], "audio": "nothing.wav"}
         with pytest.raises(
-            MediaError, match=r"^sample 4: example\['audio'\]: cannot read"
+            MediaError,
+            match=r"^sample 4: example\['audio'\]: audio file 'nothing.wav' does not exist",
         ) as caught:
             move_example_audio([prepared(example, index=4)], sampling_rate=16000)
         assert 4 == caught.value.sample_index

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import io
 from typing import Any
 
 import attrs
@@ -20,6 +22,7 @@ from tests.helpers.media_files import (
     write_image,
     write_jpeg_with_orientation,
 )
+from vlm_collate.errors import MediaError
 from vlm_collate.media import DEFAULT_MAX_IMAGE_PIXELS, load_image, to_rgb
 from vlm_collate.testing import build_processor
 
@@ -249,13 +252,19 @@ class TestLoadImage:
         path.unlink()
         assert pixels(image) == pixels(loaded)
 
-    @pytest.mark.parametrize(
-        "url",
-        ["https://example.com/cat.png", "http://example.com/a.jpg", "data:image/png;base64,AAAA"],
-    )
-    def test_remote_sources_pass_through(self, url):
-        """URLs and data URIs are left for the processor, unchanged."""
-        assert url == self.load(url)
+    @pytest.mark.parametrize("url", ["https://example.com/cat.png", "ftp://example.com/a.jpg"])
+    def test_urls_are_refused_by_default(self, url):
+        """URLs are refused by the default media access policy (no request is made)."""
+        with pytest.raises(MediaError, match="URLs are refused by default"):
+            self.load(url)
+
+    def test_data_uri_is_decoded(self):
+        """A data: URI is decoded by our reader, like a file."""
+        image = quadrants(12, 10)
+        buffer = io.BytesIO()
+        image.save(buffer, format="PNG")
+        uri = "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+        assert pixels(image) == pixels(self.load(uri))
 
     def test_array_passes_through(self):
         """A numpy array is handed on as it is."""

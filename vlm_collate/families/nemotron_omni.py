@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
@@ -23,12 +22,11 @@ from ..labels import (
 from ..media import (
     AudioMedia,
     MediaStrategy,
-    is_remote,
+    is_media_reference,
     iter_media_items,
-    local_path,
     move_example_audio,
     processor_sampling_rate,
-    read_video,
+    read_video_item,
 )
 from ..registry import register_collator
 
@@ -62,26 +60,16 @@ class NemotronOmniMedia(AudioMedia):
     def video(
         self, source: Any, item: Mapping[str, Any], location: dict[str, int]
     ) -> tuple[Any, Any]:
-        is_file = isinstance(source, os.PathLike) or (
-            isinstance(source, str) and not is_remote(source)
-        )
-        if not is_file:
+        if not is_media_reference(source):
             metadata = item.get("metadata")
             if isinstance(metadata, Mapping):
                 from transformers.video_utils import VideoMetadata
 
                 metadata = VideoMetadata(**metadata)
             return source, metadata or _rate_metadata(source, item)
-        try:
-            decoded = read_video(
-                local_path(source),
-                fps=item.get("fps"),
-                nframes=item.get("nframes"),
-                max_frames=item.get("max_frames", self.max_video_frames),
-                factor=2,
-            )
-        except MediaError as exc:
-            raise MediaError(exc.detail, **location) from exc
+        decoded = read_video_item(
+            source, item, location, max_frames=self.max_video_frames, factor=2
+        )
         return list(decoded.frames), decoded.metadata()
 
 
@@ -156,7 +144,7 @@ class NemotronOmniCollator(BaseCollator):
 
     def filter(self, examples: Sequence[Mapping[str, Any]], report: CollateReport) -> list[Sample]:
         samples = super().filter(examples, report)
-        move_example_audio(samples, sampling_rate=self._sampling_rate())
+        move_example_audio(samples, sampling_rate=self._sampling_rate(), access=self.media_access)
         return samples
 
     def render(self, sample: Sample, **template_kwargs: Any) -> str:

@@ -105,7 +105,7 @@ class Phi4MMCollator(BaseCollator):
 
     def filter(self, examples: Sequence[Mapping[str, Any]], report: CollateReport) -> list[Sample]:
         samples = super().filter(examples, report)
-        move_example_audio(samples, sampling_rate=self._sampling_rate())
+        move_example_audio(samples, sampling_rate=self._sampling_rate(), access=self.media_access)
         return samples
 
     def supported_media(self) -> frozenset[str]:

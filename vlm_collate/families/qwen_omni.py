@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
@@ -18,7 +17,7 @@ from ..labels import (
     LabelStrategy,
     with_fallbacks,
 )
-from ..media import MediaStrategy, QwenVLUtilsMedia, is_remote, load_waveform, local_path
+from ..media import MediaStrategy, QwenVLUtilsMedia, is_media_reference, load_waveform
 from ..registry import register_collator
 
 __all__ = ["Qwen3OmniCollator", "QwenOmniUtilsMedia"]
@@ -113,26 +112,23 @@ class QwenOmniUtilsMedia(QwenVLUtilsMedia):
 
 
 def _audio(item: Mapping[str, Any], location: dict[str, int]) -> Any:
-    """An audio item as qwen-omni-utils takes it: a mono 16 kHz waveform, or a URL it fetches."""
+    """An audio item as qwen-omni-utils takes it: a mono 16 kHz waveform read by our reader."""
     source = next(
         (item[key] for key in ("audio", "path", "url") if item.get(key) is not None), None
     )
-    if isinstance(source, str):
-        if is_remote(source):
-            return source
-        source = local_path(source)
     return load_waveform(source, sampling_rate=SAMPLE_RATE, location=location)
 
 
 def _soundtrack(source: Any, location: dict[str, int]) -> np.ndarray:
-    """A video file's audio track as a mono 16 kHz waveform."""
-    if not isinstance(source, (str, os.PathLike)) or (
-        isinstance(source, str) and is_remote(source)
-    ):
-        msg = f"use_audio_in_video needs every video as a local file (got {type(source).__name__})"
+    """A video's audio track as a mono 16 kHz waveform."""
+    if not is_media_reference(source):
+        msg = (
+            "use_audio_in_video needs every video as a local file, URL or blob "
+            f"(got {type(source).__name__})"
+        )
         raise MediaError(msg, **location)
     try:
-        return load_waveform(local_path(source), sampling_rate=SAMPLE_RATE, location=location)
+        return load_waveform(source, sampling_rate=SAMPLE_RATE, location=location)
     except MediaError as exc:
         msg = f"use_audio_in_video needs the video's audio track: {exc.detail}"
         raise MediaError(msg, **location) from exc

@@ -5,6 +5,16 @@ and the token-length estimates made before the processor runs.
 from __future__ import annotations
 
 from .._public import publish as _publish
+from ._access import (
+    DEFAULT_MAX_IMAGE_PIXELS,
+    MAX_SAMPLING_RATE,
+    MediaAccess,
+    MediaSource,
+    current_access,
+    local_path,
+    resolve_media,
+    using_access,
+)
 from ._audio import (
     DEFAULT_SAMPLING_RATE,
     AudioMedia,
@@ -18,11 +28,13 @@ from ._estimate import (
     image_config,
     image_tokens,
 )
+from ._fetch import (
+    fetch,
+)
 from ._images import (
-    DEFAULT_MAX_IMAGE_PIXELS,
+    decode_image,
     is_remote,
     load_image,
-    local_path,
     to_rgb,
 )
 from ._stack import (
@@ -37,6 +49,7 @@ from ._strategies import (
     MediaStrategy,
     PlainMedia,
     QwenVLUtilsMedia,
+    is_media_reference,
     iter_media_items,
     media_token_ids,
     vision_token_ids,
@@ -44,7 +57,10 @@ from ._strategies import (
 from ._video import (
     DecodedVideo,
     frame_indices,
+    kept_count,
     read_video,
+    read_video_item,
+    video_options,
 )
 
 __all__ = [
@@ -54,17 +70,25 @@ __all__ = [
     "DEFAULT_MAX_IMAGE_PIXELS",
     "DEFAULT_SAMPLING_RATE",
     "DecodedVideo",
+    "MAX_SAMPLING_RATE",
     "MEDIA_KEYS",
+    "MediaAccess",
+    "MediaSource",
     "MediaStrategy",
     "PIXEL_KEYS",
     "PlainMedia",
     "QwenVLUtilsMedia",
+    "current_access",
+    "decode_image",
     "estimate_tokens",
+    "fetch",
     "frame_indices",
     "image_config",
     "image_tokens",
+    "is_media_reference",
     "is_remote",
     "iter_media_items",
+    "kept_count",
     "load_image",
     "load_waveform",
     "local_path",
@@ -73,9 +97,13 @@ __all__ = [
     "move_example_audio",
     "processor_sampling_rate",
     "read_video",
+    "read_video_item",
     "resample",
+    "resolve_media",
     "stack_media",
     "to_rgb",
+    "using_access",
+    "video_options",
     "vision_token_ids",
 ]
 

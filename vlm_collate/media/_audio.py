@@ -12,6 +12,7 @@ every audio item of a batch.
 from __future__ import annotations
 
 import fractions
+import itertools
 import math
 import numbers
 import os
@@ -23,7 +24,8 @@ import numpy as np
 import torch
 
 from .._samples import Sample
-from ..errors import ConfigurationError, MediaError
+from ..errors import ConfigurationError, MediaError, SampleTypeError
+from ._access import MAX_SAMPLING_RATE, MediaAccess, MediaSource, current_access, resolve_media
 from ._strategies import MediaStrategy, iter_media_items
 
 __all__ = [
@@ -48,6 +50,9 @@ _KAISER_BETA = 8.6
 # 16 kHz) are exact.
 _MAX_PHASES = 1000
 _MAX_CHANNELS = 8
+# A decoded file holds at most max_audio_seconds of this many values per
+# second (48 kHz stereo): 230 MB of float32 at the default 600 s.
+_DECODED_VALUES_PER_SECOND = 96_000
 
 _EXPECTED = (
     "an audio item's value must be a 1-D array, an (array, sampling_rate) pair, "
@@ -108,31 +113,59 @@ def _phase_kernels(up: int, down: int, cutoff: float, half_width: int) -> torch.
 
 
 def load_waveform(
-    value: Any, *, sampling_rate: int, location: Mapping[str, int | None] | None = None
+    value: Any,
+    *,
+    sampling_rate: int,
+    location: Mapping[str, int | None] | None = None,
+    access: MediaAccess | None = None,
 ) -> np.ndarray:
     """Return ``value`` as a mono float32 waveform at ``sampling_rate``.
 
     Args:
         value: An array (taken to be at ``sampling_rate`` already), an
-            ``(array, rate)`` pair, a ``{"array", "sampling_rate"}`` dict or a
-            path to a file PyAV can decode.
+            ``(array, rate)`` pair, a ``{"array", "sampling_rate"}`` dict, or a
+            reference :func:`~vlm_collate.media.resolve_media` takes (a path,
+            bytes, a ``data:`` URI, a URL when ``access`` allows them) to a
+            file PyAV can decode.
         sampling_rate: The rate the processor expects.
         location: ``sample_index`` / ``message_index`` / ``item_index`` for errors.
+        access: The media access policy (the safe defaults when None): which
+            references are read, the longest clip, and the channel policy.
 
     Raises:
-        MediaError: The value is none of the above, empty, not finite, or unreadable.
+        MediaError: The value is refused, empty, not finite, too long, has a
+            sampling rate outside ``(0, 768000]``, or is unreadable.
     """
     where = dict(location or {})
+    access = access or current_access()
     array, rate = _split(value, where)
-    if isinstance(array, (str, os.PathLike)):
-        array, rate = _read_audio_file(array, where)
-    waveform = _mono(_as_float_array(array, where), where)
+    if isinstance(array, (str, os.PathLike, bytes, bytearray, MediaSource)):
+        source = resolve_media(array, access, kind="audio", location=where)
+        array, rate = _read_audio_file(source, where)
     if rate is None:  # a bare array is taken to be at the processor's rate already
         rate = sampling_rate
-    if not isinstance(rate, numbers.Real) or isinstance(rate, bool) or not rate > 0:
-        msg = f"the sampling rate must be a positive number (got {rate!r})"
+    _check_rate(rate, where)
+    waveform = _mono(_as_float_array(array, where), access, where)
+    seconds = waveform.size / rate
+    if seconds > access.max_audio_seconds:
+        msg = (
+            f"audio lasts {seconds:.1f} s, longer than max_audio_seconds="
+            f"{access.max_audio_seconds:g}"
+        )
         raise MediaError(msg, **where)
     return resample(waveform, rate, sampling_rate)
+
+
+def _check_rate(rate: Any, where: dict[str, Any]) -> None:
+    if isinstance(rate, bool) or not isinstance(rate, numbers.Real):
+        msg = f"the sampling rate must be a number (got {rate!r})"
+        raise SampleTypeError(msg, **where)
+    if not (math.isfinite(rate) and 0 < rate <= MAX_SAMPLING_RATE):
+        msg = (
+            f"the sampling rate must be a positive number (got {rate!r}), finite and at most "
+            f"{MAX_SAMPLING_RATE} Hz"
+        )
+        raise MediaError(msg, **where)
 
 
 def _split(value: Any, where: dict[str, Any]) -> tuple[Any, Any]:
@@ -152,7 +185,9 @@ def _split(value: Any, where: dict[str, Any]) -> tuple[Any, Any]:
         and isinstance(value[1], numbers.Real)
     ):
         return value[0], value[1]
-    if isinstance(value, (np.ndarray, torch.Tensor, list, tuple, str, os.PathLike)):
+    if isinstance(
+        value, (np.ndarray, torch.Tensor, list, tuple, str, os.PathLike, bytes, MediaSource)
+    ):
         return value, None
     msg = f"{_EXPECTED} (got {type(value).__name__})"
     raise MediaError(msg, **where)
@@ -175,9 +210,17 @@ def _as_float_array(array: Any, where: dict[str, Any]) -> np.ndarray:
     return values.astype(np.float32, copy=False)
 
 
-def _mono(values: np.ndarray, where: dict[str, Any]) -> np.ndarray:
-    if values.ndim == 2 and min(values.shape) <= _MAX_CHANNELS:
+def _mono(values: np.ndarray, access: MediaAccess, where: dict[str, Any]) -> np.ndarray:
+    if values.ndim == 2 and 1 < min(values.shape) <= _MAX_CHANNELS:
+        if access.audio_channels == "refuse":
+            msg = (
+                f"audio has {min(values.shape)} channels and audio_channels='refuse' "
+                f"takes mono only (got shape {tuple(values.shape)})"
+            )
+            raise MediaError(msg, **where)
         values = values.mean(axis=int(np.argmin(values.shape)))
+    elif values.ndim == 2 and min(values.shape) == 1:
+        values = values.reshape(-1)
     if values.ndim != 1:
         msg = (
             f"audio must be mono samples (n,) or up to {_MAX_CHANNELS} channels "
@@ -193,34 +236,62 @@ def _mono(values: np.ndarray, where: dict[str, Any]) -> np.ndarray:
     return values
 
 
-def _read_audio_file(path: str | os.PathLike[str], where: dict[str, Any]) -> tuple[Any, int]:
-    """Decode a file to float32 ``(channels, samples)`` at its own rate, with PyAV."""
+def _read_audio_file(source: MediaSource, where: dict[str, Any]) -> tuple[Any, int]:
+    """Decode a file to float32 ``(samples, channels)`` at its own rate, with PyAV.
+
+    The rate and the duration the header declares are checked before
+    decoding; decoding stops as soon as the clip is longer than allowed.
+    """
     import av
 
-    name = os.fspath(path)
+    limit = source.access.max_audio_seconds
     try:
-        with av.open(name) as container:
-            if not container.streams.audio:
-                msg = f"audio file {name!r} has no audio stream"
-                raise MediaError(msg, **where)
-            stream = container.streams.audio[0]
+        with source.open(where) as handle, av.open(handle) as container:
+            stream = _audio_stream(container, source, where)
             rate = stream.rate or stream.codec_context.sample_rate
+            _check_rate(rate, where)
             # Planar float keeps the channels apart; they are averaged later
             # (ffmpeg's own mono downmix would scale the sum by 1/sqrt(2)).
             to_float = av.AudioResampler(format="fltp", rate=rate)
-            decoded = [
-                converted.to_ndarray()
-                for frame in [*container.decode(stream), None]
-                for converted in to_float.resample(frame)
-            ]
+            decoded, samples, values = [], 0, 0
+            for frame in itertools.chain(container.decode(stream), [None]):
+                for converted in to_float.resample(frame):
+                    decoded.append(converted.to_ndarray())
+                    samples += decoded[-1].shape[-1]
+                    values += decoded[-1].size
+                if samples > limit * rate:
+                    msg = f"audio {source.name!r} is longer than max_audio_seconds={limit:g}"
+                    raise MediaError(msg, **where)
+                if values > limit * _DECODED_VALUES_PER_SECOND:
+                    msg = (
+                        f"audio {source.name!r} decodes to more than max_audio_seconds={limit:g} "
+                        "of 48 kHz stereo (a very high rate or many channels)"
+                    )
+                    raise MediaError(msg, **where)
     except MediaError:
         raise
     except Exception as exc:
-        msg = f"cannot read audio file {name!r}: {exc}"
+        msg = f"cannot read audio {source.name!r}: {type(exc).__name__}: {exc}"
         raise MediaError(msg, **where) from exc
     if not decoded:
         return np.zeros(0, dtype=np.float32), int(rate)
     return np.concatenate(decoded, axis=1).T, int(rate)
+
+
+def _audio_stream(container: Any, source: MediaSource, where: dict[str, Any]) -> Any:
+    if not container.streams.audio:
+        msg = f"audio file {source.name!r} has no audio stream"
+        raise MediaError(msg, **where)
+    stream = container.streams.audio[0]
+    if stream.duration is not None and stream.time_base is not None:
+        seconds = float(stream.duration * stream.time_base)
+        if seconds > source.access.max_audio_seconds:
+            msg = (
+                f"audio {source.name!r} lasts {seconds:.1f} s, longer than "
+                f"max_audio_seconds={source.access.max_audio_seconds:g}"
+            )
+            raise MediaError(msg, **where)
+    return stream
 
 
 def _audio_source(item: Mapping[str, Any]) -> Any:
@@ -259,7 +330,9 @@ class AudioMedia(MediaStrategy):
         return gathered
 
 
-def move_example_audio(samples: Sequence[Sample], *, sampling_rate: int) -> None:
+def move_example_audio(
+    samples: Sequence[Sample], *, sampling_rate: int, access: MediaAccess | None = None
+) -> None:
     """Turn the seed's top-level ``example["audio"]`` into an audio item of the conversation.
 
     The seed's Phi-4-MM and Nemotron-Omni collate functions read one clip per
@@ -277,7 +350,7 @@ def move_example_audio(samples: Sequence[Sample], *, sampling_rate: int) -> None
         if audio is None or _has_audio_item(conversation):
             continue
         try:
-            waveform = load_waveform(audio, sampling_rate=sampling_rate)
+            waveform = load_waveform(audio, sampling_rate=sampling_rate, access=access)
         except MediaError as exc:
             raise MediaError(f"example['audio']: {exc.detail}", sample_index=sample.index) from exc
         position = next(

@@ -20,9 +20,9 @@ import torch
 from PIL import Image
 
 from .._samples import count_media
-from ..errors import MediaError, MissingDependencyError
-from ._images import is_remote, local_path
-from ._video import read_video
+from ..errors import MissingDependencyError
+from ._access import MediaSource
+from ._video import read_video_item
 
 __all__ = [
     "MEDIA_KEYS",
@@ -31,6 +31,7 @@ __all__ = [
     "MediaStrategy",
     "PlainMedia",
     "QwenVLUtilsMedia",
+    "is_media_reference",
     "iter_media_items",
     "media_token_ids",
     "vision_token_ids",
@@ -185,8 +186,16 @@ def iter_media_items(
                     )
 
 
-def _is_local_file(source: Any) -> bool:
-    return isinstance(source, os.PathLike) or (isinstance(source, str) and not is_remote(source))
+def is_media_reference(source: Any) -> bool:
+    """Whether a video or audio source names a medium to read (a path, URL, URI or bytes).
+
+    Frames given as lists, arrays or tensors are not references: they are used as given.
+    """
+    return isinstance(source, (str, os.PathLike, bytes, bytearray, MediaSource)) or (
+        isinstance(source, Mapping)
+        and "array" not in source  # a decoded clip, as the datasets Audio feature gives it
+        and bool(source.get("bytes") or source.get("path"))
+    )
 
 
 def _frames_metadata(frames: Any, item: Mapping[str, Any]) -> Any:
@@ -225,21 +234,13 @@ class MediaStrategy(abc.ABC):  # noqa: B024 - a role to fill; its methods are th
         """Return one video's frames and metadata; files are decoded here.
 
         The item may choose frames with ``fps``, ``nframes`` or ``max_frames``;
-        without them every frame is kept, as in the seed.
+        without them every frame is kept, as in the seed, up to the media
+        access policy's ``max_video_frames``. Paths, URLs and bytes are read
+        by our own reader under that policy; the processor gets frames.
         """
-        if isinstance(source, str) and is_remote(source):
-            return source, None  # the processor fetches URLs itself
-        if not _is_local_file(source):
+        if not is_media_reference(source):
             return source, _frames_metadata(source, item)
-        try:
-            decoded = read_video(
-                local_path(source),
-                fps=item.get("fps"),
-                nframes=item.get("nframes"),
-                max_frames=item.get("max_frames"),
-            )
-        except MediaError as exc:
-            raise MediaError(exc.detail, **location) from exc
+        decoded = read_video_item(source, item, location)
         return decoded.frames, decoded.metadata()
 
     def finalize(
@@ -339,19 +340,12 @@ class QwenVLUtilsMedia(MediaStrategy):
 
     def _frames_item(self, item: Mapping[str, Any], location: dict[str, int]) -> dict[str, Any]:
         source = item.get("video")
-        if isinstance(source, list) or (isinstance(source, str) and is_remote(source)):
-            return dict(item)  # frames as given; URLs are fetched by qwen-vl-utils
-        if _is_local_file(source):
-            try:
-                decoded = read_video(
-                    local_path(source),
-                    fps=item.get("fps", self.fps),
-                    nframes=item.get("nframes"),
-                    max_frames=item.get("max_frames", self.max_frames),
-                    factor=2,
-                )
-            except MediaError as exc:
-                raise MediaError(exc.detail, **location) from exc
+        if isinstance(source, list):
+            return dict(item)  # frames as given
+        if is_media_reference(source):
+            decoded = read_video_item(
+                source, item, location, fps=self.fps, max_frames=self.max_frames, factor=2
+            )
             frames, sample_fps = decoded.frames, decoded.sample_fps
         else:  # an array or tensor of frames
             frames, sample_fps = source, item.get("sample_fps", item.get("fps", self.fps))

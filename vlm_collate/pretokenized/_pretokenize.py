@@ -16,7 +16,6 @@ turns a stored row back into the mapping of tensors the collators take.
 
 from __future__ import annotations
 
-import io
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -26,7 +25,7 @@ import torch
 
 from .._report import DroppedSample
 from ..errors import BatchError, MissingDependencyError, SampleError, SampleTypeError
-from ..media import CONCATENATED_KEYS, PIXEL_KEYS
+from ..media import CONCATENATED_KEYS, PIXEL_KEYS, MediaAccess
 from ._collator import OPTIONAL_TOKEN_KEYS, REQUIRED_TOKEN_KEYS, WEIGHTS_KEY
 
 __all__ = ["PreTokenizedDataset", "pretokenize", "sample_from_row"]
@@ -66,12 +65,14 @@ def _features() -> Any:
 
 
 def _decode_image(value: Any) -> Any:
-    """Arrow keeps an undeclared image as ``{"bytes", "path"}``; open it as PIL."""
-    if isinstance(value, Mapping) and ("bytes" in value or "path" in value):
-        from PIL import Image
+    """Arrow keeps an undeclared image as ``{"bytes", "path"}``.
 
+    Bytes stay a ``{"bytes"}`` mapping, which the collator's media reader
+    checks (size, pixels from the header, truncation) before decoding.
+    """
+    if isinstance(value, Mapping) and ("bytes" in value or "path" in value):
         if value.get("bytes") is not None:
-            return Image.open(io.BytesIO(value["bytes"]))
+            return {"bytes": value["bytes"]}
         return value.get("path")
     return value
 
@@ -217,7 +218,12 @@ class PreTokenizedDataset(Sequence):
 
 
 def pretokenize(
-    dataset: Any, collator: Any, *, num_proc: int | None = None, batch_size: int = 16
+    dataset: Any,
+    collator: Any,
+    *,
+    num_proc: int | None = None,
+    batch_size: int = 16,
+    media_access: Any = None,
 ) -> PreTokenizedDataset:
     """Tokenize every row of ``dataset`` with ``collator`` ahead of training.
 
@@ -237,7 +243,11 @@ def pretokenize(
         num_proc: Processes for ``Dataset.map``; None works in this process.
             Each worker process runs torch with one thread.
         batch_size: Rows handed to each ``map`` call.
+        media_access: A :class:`~vlm_collate.MediaAccess` (or a mapping of its
+            options) replacing the collator's own media policy; None keeps it.
     """
+    if media_access is not None:
+        collator = attrs.evolve(collator, media_access=MediaAccess.coerce(media_access))
     stored = dataset.map(
         _map_batch,
         batched=True,
