@@ -26,10 +26,20 @@ from typing import Any, ClassVar, Literal
 import attrs
 import torch
 
-from ._options import one_of as _one_of
+from ._options import (
+    boolean,
+    one_of,
+    optional,
+    positive_int,
+    positive_int_or_none,
+    subset_of,
+    to_dict,
+    to_names,
+    to_pixel_dtype_or_auto,
+)
 from ._padding import padded_length, padded_side, repad, shift_for_next_token, token_axis_keys
 from ._prepare import prepare_sample
-from ._samples import MEDIA_TYPES, Sample, find_special_token, require_batch
+from ._samples import MEDIA_TYPES, STEERING_KEYS, Sample, find_special_token, require_batch
 from ._template import render
 from .errors import (
     BatchError,
@@ -130,23 +140,6 @@ def _unsupported_media(sample: Sample, supported: frozenset[str]) -> Any:
     return None
 
 
-def _positive_or_none(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
-    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value <= 0):
-        msg = f"'{attribute.name}' must be a positive int or None (got {value!r})."
-        raise ConfigurationError(msg)
-
-
-def _to_dtype(value: Any) -> torch.dtype | str | None:
-    if value is None or value == "auto" or isinstance(value, torch.dtype):
-        return value
-    if isinstance(value, str):
-        dtype = getattr(torch, value.removeprefix("torch."), None)
-        if isinstance(dtype, torch.dtype):
-            return dtype
-    msg = f"'pixel_dtype' must be a torch dtype, its name, 'auto' or None (got {value!r})."
-    raise ConfigurationError(msg)
-
-
 @attrs.define(kw_only=True)
 class BaseCollator:
     """Turns a list of chat samples into a training batch.
@@ -180,6 +173,10 @@ class BaseCollator:
             or a mapping of its options). The default trains every assistant
             turn, as the seed does.
         media_strategy: Gathers and finishes media.
+        trusted_keys: Steering keys of a sample the collator obeys; by default
+            none, so a dataset row cannot steer the library. ``("_injected_fake",)``
+            lets the code that adds placeholder images (as NeMo's dataset
+            wrapper does) hide them from attention.
     """
 
     default_pixel_dtype: ClassVar[torch.dtype | None] = None
@@ -189,36 +186,39 @@ class BaseCollator:
     embedded_tool_responses: ClassVar[tuple[str, str] | None] = None
 
     processor: Any
-    max_length: int | None = attrs.field(default=None, validator=_positive_or_none)
-    drop_overlong: bool = False
+    max_length: int | None = attrs.field(default=None, validator=positive_int_or_none)
+    drop_overlong: bool = attrs.field(default=False, validator=boolean)
     padding: Literal["longest", "max_length"] = attrs.field(
-        default="longest", validator=_one_of("longest", "max_length")
+        default="longest", validator=one_of("longest", "max_length")
     )
-    pad_to_multiple_of: int | None = attrs.field(default=None, validator=_positive_or_none)
+    pad_to_multiple_of: int | None = attrs.field(default=None, validator=positive_int_or_none)
     padding_side: Literal["left", "right"] | None = attrs.field(
-        default=None, validator=attrs.validators.optional(_one_of("left", "right"))
+        default=None, validator=optional(one_of("left", "right"))
     )
-    shift_labels: bool = True
-    pixel_dtype: torch.dtype | str | None = attrs.field(default="auto", converter=_to_dtype)
+    shift_labels: bool = attrs.field(default=True, validator=boolean)
+    pixel_dtype: torch.dtype | str | None = attrs.field(
+        default="auto", converter=to_pixel_dtype_or_auto
+    )
     empty_labels: EmptyLabelsPolicy = attrs.field(
-        default="raise", validator=_one_of("raise", "warn", "drop")
+        default="raise", validator=one_of("raise", "warn", "drop")
     )
     special_tokens_in_text: SpecialTokensPolicy = attrs.field(
-        default="raise", validator=_one_of("raise", "drop", "allow")
+        default="raise", validator=one_of("raise", "drop", "allow")
     )
     overlong: OverlongPolicy = attrs.field(
-        default="drop", validator=_one_of("drop", "raise", "truncate")
+        default="drop", validator=one_of("drop", "raise", "truncate")
     )
     unsupported_media: Literal["raise", "drop"] = attrs.field(
-        default="raise", validator=_one_of("raise", "drop")
+        default="raise", validator=one_of("raise", "drop")
     )
-    max_image_pixels: int = attrs.field(
-        default=DEFAULT_MAX_IMAGE_PIXELS, validator=_positive_or_none
-    )
-    processor_kwargs: Mapping[str, Any] = attrs.field(factory=dict, converter=dict)
+    max_image_pixels: int = attrs.field(default=DEFAULT_MAX_IMAGE_PIXELS, validator=positive_int)
+    processor_kwargs: Mapping[str, Any] = attrs.field(factory=dict, converter=to_dict)
     label_strategy: LabelStrategy | None = None
     label_policy: LabelPolicy = attrs.field(factory=LabelPolicy, converter=LabelPolicy.coerce)
     media_strategy: MediaStrategy | None = None
+    trusted_keys: tuple[str, ...] = attrs.field(
+        default=(), converter=to_names, validator=subset_of(STEERING_KEYS)
+    )
 
     last_report: CollateReport | None = attrs.field(init=False, default=None, eq=False, repr=False)
     dropped_counts: collections.Counter[str] = attrs.field(
@@ -286,7 +286,12 @@ class BaseCollator:
         require_batch(examples, "samples")
         report.batch_size = len(examples)
         samples = [
-            prepare_sample(example, index, max_image_pixels=self.max_image_pixels)
+            prepare_sample(
+                example,
+                index,
+                max_image_pixels=self.max_image_pixels,
+                trusted_keys=self.trusted_keys,
+            )
             for index, example in enumerate(examples)
         ]
         supported = self.supported_media()
@@ -423,10 +428,11 @@ class BaseCollator:
 
         A sample marked ``"_injected_fake": True`` carries a placeholder image
         (added so every rank runs the vision tower under FSDP / ZeRO-3); its
-        vision tokens get ``attention_mask`` 0.
+        vision tokens get ``attention_mask`` 0. The mark is read only when
+        ``"_injected_fake"`` is in ``trusted_keys``.
         """
         fake_rows = [
-            row for row, sample in enumerate(samples) if sample.example.get("_injected_fake")
+            row for row, sample in enumerate(samples) if sample.flags.get("_injected_fake")
         ]
         if fake_rows and "attention_mask" in batch:
             self._mask_fake_images(batch, fake_rows)

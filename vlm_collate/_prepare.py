@@ -8,24 +8,42 @@ wrong, and returns a :class:`~vlm_collate._samples.Sample` holding a normalised
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+import re
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
-from ._samples import ITEM_TYPES, Sample, is_weight
-from .errors import MediaError, SampleError, SampleTypeError
+import numpy as np
+import torch
+
+from ._samples import ITEM_TYPES, STEERING_KEYS, Sample, is_weight
+from .errors import MediaError, SampleError, SampleTypeError, SpecialTokenError
 from .media import is_remote, load_image, local_path
 
 __all__ = ["prepare_sample"]
+
+# A role is a plain name ("user", "gpt", "tool_result", "用户"): no markup, no line breaks.
+_PLAIN_ROLE = re.compile(r"\w[\w.\- ]{0,63}")
+# Characters that control-token strings are made of (<|im_end|>, [INST], <start_of_turn>).
+_MARKUP = re.compile(r"[<>|\[\]{}]")
+# Per-message keys that Arrow fills with None in the messages that do not set them.
+_NULLABLE_LABEL_KEYS = ("train", "weight")
 
 # Keys under which transformers' chat templates accept a media source.
 _SOURCE_KEYS = {"image": ("image", "url", "path"), "video": ("video", "url", "path")}
 
 
-def prepare_sample(example: Any, index: int, *, max_image_pixels: int) -> Sample:
+def prepare_sample(
+    example: Any,
+    index: int,
+    *,
+    max_image_pixels: int,
+    trusted_keys: Collection[str] = (),
+) -> Sample:
     """Validate one example and return it with a normalised conversation copy.
 
     Images given as paths are opened, checked and converted to upright RGB;
-    PIL images are converted on copies.
+    PIL images are converted on copies; arrays and tensors must be finite.
+    Only the steering keys in ``trusted_keys`` are read from the example.
     """
     if not isinstance(example, Mapping):
         msg = f"expected a mapping with a 'conversation' key (got {type(example).__name__})"
@@ -45,7 +63,10 @@ def prepare_sample(example: Any, index: int, *, max_image_pixels: int) -> Sample
         _copy_message(message, index, position, max_image_pixels)
         for position, message in enumerate(conversation)
     ]
-    return Sample(index=index, conversation=copied, example=example)
+    for position, message in enumerate(copied):
+        _check_arrays(message, index, position)
+    flags = {key: example[key] for key in STEERING_KEYS if key in trusted_keys and key in example}
+    return Sample(index=index, conversation=copied, example=example, flags=flags)
 
 
 def _copy_message(message: Any, sample: int, position: int, max_pixels: int) -> dict[str, Any]:
@@ -54,13 +75,12 @@ def _copy_message(message: Any, sample: int, position: int, max_pixels: int) -> 
             f"a message must be a mapping with 'role' and 'content' (got {type(message).__name__})"
         )
         raise SampleTypeError(msg, sample_index=sample, message_index=position)
-    role = message.get("role")
-    if not isinstance(role, str) or not role:
-        got = "no 'role' key" if "role" not in message else f"{role!r}"
-        msg = f"a message needs a non-empty string 'role' (got {got})"
-        raise SampleError(msg, sample_index=sample, message_index=position)
+    _check_role(message, sample, position)
     _check_label_keys(message, sample, position)
     copied = dict(message)
+    for key in _NULLABLE_LABEL_KEYS:
+        if key in copied and copied[key] is None:
+            del copied[key]  # a null column value means "not set"
     content = message.get("content")
     if isinstance(content, str):
         return copied
@@ -76,14 +96,41 @@ def _copy_message(message: Any, sample: int, position: int, max_pixels: int) -> 
     return copied
 
 
+def _check_role(message: Mapping[str, Any], sample: int, position: int) -> None:
+    """A role is a non-empty plain name; markup in it would be rendered into the template."""
+    location = {"sample_index": sample, "message_index": position}
+    role = message.get("role")
+    if not isinstance(role, str) or not role:
+        got = "no 'role' key" if "role" not in message else f"{role!r}"
+        msg = f"a message needs a non-empty string 'role' (got {got})"
+        raise SampleError(msg, **location)
+    if _PLAIN_ROLE.fullmatch(role):
+        return
+    shown = role if len(role) <= 80 else role[:80] + "..."
+    if _MARKUP.search(role):
+        msg = (
+            f"'role' {shown!r} holds control-token markup, which the chat template would "
+            "render as turn structure; a role must be a plain name such as 'user'"
+        )
+        raise SpecialTokenError(msg, **location)
+    msg = (
+        f"'role' must be a plain name of at most 64 letters, digits, '_', '-', '.' or spaces, "
+        f"starting with a letter, digit or '_' (got {shown!r})"
+    )
+    raise SampleError(msg, **location)
+
+
 def _check_label_keys(message: Mapping[str, Any], sample: int, position: int) -> None:
-    """The per-message label keys: ``"train"`` is a bool, ``"weight"`` a finite number >= 0."""
+    """The per-message label keys: ``"train"`` is a bool, ``"weight"`` a finite number >= 0.
+
+    None (what Arrow stores for a message that does not set the key) means unset.
+    """
     location = {"sample_index": sample, "message_index": position}
     train = message.get("train")
-    if "train" in message and not isinstance(train, bool):
+    if train is not None and not isinstance(train, bool):
         msg = f"'train' must be True or False (got {train!r})"
         raise SampleTypeError(msg, **location)
-    if "weight" in message:
+    if message.get("weight") is not None:
         weight = message["weight"]
         if isinstance(weight, bool) or not isinstance(weight, (int, float)):
             msg = f"'weight' must be a number (got {weight!r})"
@@ -91,6 +138,32 @@ def _check_label_keys(message: Mapping[str, Any], sample: int, position: int) ->
         if not is_weight(weight):
             msg = f"'weight' must be a finite number >= 0 (got {weight!r})"
             raise SampleError(msg, **location)
+
+
+def _check_arrays(message: Mapping[str, Any], sample: int, position: int) -> None:
+    """Images and frames given as arrays or tensors hold only finite values."""
+    content = message.get("content")
+    if not isinstance(content, list):
+        return
+    for item_index, item in enumerate(content):
+        value = item.get(item.get("type")) if isinstance(item, Mapping) else None
+        if not isinstance(value, list):
+            value = [value]
+        for frame in value:
+            if not _finite(frame):
+                kind = item.get("type")
+                msg = f"the {kind} array holds NaN or infinite values"
+                raise MediaError(
+                    msg, sample_index=sample, message_index=position, item_index=item_index
+                )
+
+
+def _finite(value: Any) -> bool:
+    if isinstance(value, torch.Tensor):
+        return not value.is_floating_point() or bool(torch.isfinite(value).all())
+    if isinstance(value, np.ndarray) and np.issubdtype(value.dtype, np.inexact):
+        return bool(np.isfinite(value).all())
+    return True
 
 
 def _copy_item(item: Any, sample: int, message: int, index: int, max_pixels: int) -> dict[str, Any]:

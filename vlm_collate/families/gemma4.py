@@ -17,8 +17,9 @@ from typing import Any, ClassVar, Literal
 import attrs
 import torch
 
+from .._options import one_of
 from .._padding import token_axis_keys
-from .._pipeline import OverlongPolicy, _one_of
+from .._pipeline import OverlongPolicy
 from .._samples import Sample, count_media
 from ..errors import LabelStrategyError
 from ..labels import (
@@ -187,7 +188,7 @@ class Gemma4Collator(DefaultCollator):
     )
     label_strategy: LabelStrategy = attrs.field(factory=_gemma4_labels)
     overlong: OverlongPolicy = attrs.field(
-        default="truncate", validator=_one_of("drop", "raise", "truncate")
+        default="truncate", validator=one_of("drop", "raise", "truncate")
     )
     _prefix_ids: Any = attrs.field(init=False, default=False, eq=False, repr=False)
 

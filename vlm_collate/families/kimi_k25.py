@@ -18,7 +18,8 @@ from typing import Any, ClassVar, Literal
 import attrs
 import torch
 
-from .._pipeline import BaseCollator, CollateReport, DroppedSample, _one_of
+from .._options import one_of, optional
+from .._pipeline import BaseCollator, CollateReport, DroppedSample
 from .._samples import Sample
 from ..errors import ConfigurationError, MediaError, VLMCollateError
 from ..labels import (
@@ -135,10 +136,10 @@ class KimiK25VLCollator(BaseCollator):
 
     padding: Literal["longest", "max_length"] = attrs.field(
         default=attrs.Factory(_max_length_padding, takes_self=True),
-        validator=_one_of("longest", "max_length"),
+        validator=one_of("longest", "max_length"),
     )
     padding_side: Literal["left", "right"] | None = attrs.field(
-        default="right", validator=attrs.validators.optional(_one_of("left", "right"))
+        default="right", validator=optional(one_of("left", "right"))
     )
     label_strategy: LabelStrategy = attrs.field(factory=_k25_labels)
     media_strategy: MediaStrategy = attrs.field(factory=PreExpandedImages)

@@ -12,7 +12,8 @@ from typing import Any, ClassVar, Literal
 
 import attrs
 
-from .._pipeline import BaseCollator, _one_of
+from .._options import one_of
+from .._pipeline import BaseCollator
 from ..errors import LabelStrategyError
 from ..labels import (
     DerivedTemplateMarker,
@@ -83,7 +84,7 @@ class KimiVLCollator(BaseCollator):
 
     padding: Literal["longest", "max_length"] = attrs.field(
         default=attrs.Factory(_max_length_padding, takes_self=True),
-        validator=_one_of("longest", "max_length"),
+        validator=one_of("longest", "max_length"),
     )
     label_strategy: LabelStrategy = attrs.field(factory=_kimi_labels)
     media_strategy: MediaStrategy = attrs.field(factory=PlainMedia)

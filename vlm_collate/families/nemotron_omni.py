@@ -10,9 +10,10 @@ import attrs
 import numpy as np
 import torch
 
+from .._options import int_at_least
 from .._pipeline import BaseCollator, CollateReport
 from .._samples import Sample
-from ..errors import ConfigurationError, MediaError
+from ..errors import MediaError
 from ..labels import (
     DerivedTemplateMarker,
     FirstOf,
@@ -117,12 +118,6 @@ def _omni_media(collator: NemotronOmniCollator) -> MediaStrategy:
     )
 
 
-def _at_least_two(instance: Any, attribute: attrs.Attribute[int], value: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 2:
-        msg = f"'{attribute.name}' must be an int of at least 2 (got {value!r})."
-        raise ConfigurationError(msg)
-
-
 @register_collator(
     "NemotronH_Nano_Omni_Reasoning_V3Processor", "NemotronH_Omni_Reasoning_V3Processor"
 )
@@ -143,7 +138,7 @@ class NemotronOmniCollator(BaseCollator):
 
     default_pixel_dtype: ClassVar[torch.dtype | None] = torch.bfloat16
 
-    max_video_frames: int = attrs.field(default=8, validator=_at_least_two)
+    max_video_frames: int = attrs.field(default=8, validator=int_at_least(2))
     label_strategy: LabelStrategy = attrs.field(factory=_omni_labels)
     media_strategy: MediaStrategy = attrs.field(default=attrs.Factory(_omni_media, takes_self=True))
 

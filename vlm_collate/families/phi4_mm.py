@@ -9,6 +9,7 @@ from typing import Any
 import attrs
 import torch
 
+from .._options import to_names
 from .._pipeline import BaseCollator, CollateReport
 from .._samples import Sample
 from ..errors import LabelStrategyError
@@ -89,7 +90,7 @@ class Phi4MMCollator(BaseCollator):
             silently lost. ``dropped_keys=()`` trains on images too.
     """
 
-    dropped_keys: tuple[str, ...] = attrs.field(default=_IMAGE_INPUTS, converter=tuple)
+    dropped_keys: tuple[str, ...] = attrs.field(default=_IMAGE_INPUTS, converter=to_names)
     label_strategy: LabelStrategy = attrs.field(factory=_phi4_labels)
     media_strategy: MediaStrategy = attrs.field(default=attrs.Factory(_phi4_media, takes_self=True))
 

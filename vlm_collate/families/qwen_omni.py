@@ -9,7 +9,8 @@ from typing import Any, Literal
 import attrs
 import numpy as np
 
-from .._pipeline import BaseCollator, _one_of
+from .._options import boolean, one_of, optional
+from .._pipeline import BaseCollator
 from .._samples import Sample
 from ..errors import ConfigurationError, MediaError, MissingDependencyError
 from ..labels import DerivedTemplateMarker, FirstOf, ImStartMarker, LabelStrategy, LegacyBPEMatch
@@ -161,9 +162,9 @@ class Qwen3OmniCollator(BaseCollator):
     """
 
     padding_side: Literal["left", "right"] | None = attrs.field(
-        default="right", validator=attrs.validators.optional(_one_of("left", "right"))
+        default="right", validator=optional(one_of("left", "right"))
     )
-    use_audio_in_video: bool = False
+    use_audio_in_video: bool = attrs.field(default=False, validator=boolean)
     label_strategy: LabelStrategy = attrs.field(factory=_omni_labels)
     media_strategy: MediaStrategy = attrs.field(default=attrs.Factory(_omni_media, takes_self=True))
 

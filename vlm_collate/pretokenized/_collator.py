@@ -20,6 +20,14 @@ from typing import Any, Literal
 import attrs
 import torch
 
+from .._options import (
+    boolean,
+    non_negative_int_or_none,
+    one_of,
+    optional,
+    positive_int_or_none,
+    to_pixel_dtype,
+)
 from .._padding import padded_length, padded_side, repad, shift_for_next_token, token_axis_keys
 from .._pipeline import (
     CollateReport,
@@ -27,9 +35,6 @@ from .._pipeline import (
     EmptyLabelsPolicy,
     OverlongPolicy,
     SampleWarning,
-    _one_of,
-    _positive_or_none,
-    _to_dtype,
 )
 from .._samples import require_batch
 from ..errors import (
@@ -238,22 +243,22 @@ class PreTokenizedCollator:
     """
 
     processor: Any = None
-    max_length: int | None = attrs.field(default=None, validator=_positive_or_none)
+    max_length: int | None = attrs.field(default=None, validator=positive_int_or_none)
     padding: Literal["longest", "max_length"] = attrs.field(
-        default="longest", validator=_one_of("longest", "max_length")
+        default="longest", validator=one_of("longest", "max_length")
     )
-    pad_to_multiple_of: int | None = attrs.field(default=None, validator=_positive_or_none)
+    pad_to_multiple_of: int | None = attrs.field(default=None, validator=positive_int_or_none)
     padding_side: Literal["left", "right"] | None = attrs.field(
-        default=None, validator=attrs.validators.optional(_one_of("left", "right"))
+        default=None, validator=optional(one_of("left", "right"))
     )
-    pad_token_id: int | None = None
-    shift_labels: bool = True
-    pixel_dtype: torch.dtype | None = attrs.field(default=None, converter=_to_dtype)
+    pad_token_id: int | None = attrs.field(default=None, validator=non_negative_int_or_none)
+    shift_labels: bool = attrs.field(default=True, validator=boolean)
+    pixel_dtype: torch.dtype | None = attrs.field(default=None, converter=to_pixel_dtype)
     empty_labels: EmptyLabelsPolicy = attrs.field(
-        default="raise", validator=_one_of("raise", "warn", "drop")
+        default="raise", validator=one_of("raise", "warn", "drop")
     )
     overlong: OverlongPolicy = attrs.field(
-        default="drop", validator=_one_of("drop", "raise", "truncate")
+        default="drop", validator=one_of("drop", "raise", "truncate")
     )
 
     last_report: CollateReport | None = attrs.field(init=False, default=None, eq=False, repr=False)
@@ -264,14 +269,6 @@ class PreTokenizedCollator:
     def __attrs_post_init__(self) -> None:
         if self.padding == "max_length" and self.max_length is None:
             msg = "'padding' is 'max_length' but 'max_length' is None; give a max_length."
-            raise ConfigurationError(msg)
-        if self.pixel_dtype == "auto":
-            msg = "'pixel_dtype' must be a torch dtype, its name or None (got 'auto')."
-            raise ConfigurationError(msg)
-        if self.pad_token_id is not None and (
-            isinstance(self.pad_token_id, bool) or not isinstance(self.pad_token_id, int)
-        ):
-            msg = f"'pad_token_id' must be an int or None (got {self.pad_token_id!r})."
             raise ConfigurationError(msg)
 
     @property

@@ -16,7 +16,7 @@ from typing import Any, Literal
 import attrs
 import torch
 
-from .._pipeline import _one_of, _positive_or_none, _to_dtype
+from .._options import boolean, non_negative_int, one_of, positive_int_or_none, to_pixel_dtype
 from .._samples import require_batch
 from ..errors import BatchError, OverlongError, SampleError, SampleTypeError
 from ..labels import IGNORE_INDEX
@@ -98,13 +98,13 @@ class NeatPackedCollator:
         pixel_dtype: Cast pixel tensors to this dtype; None keeps the packs' dtype.
     """
 
-    padding_idx: int = 0
-    max_length: int | None = attrs.field(default=None, validator=_positive_or_none)
+    padding_idx: int = attrs.field(default=0, validator=non_negative_int)
+    max_length: int | None = attrs.field(default=None, validator=positive_int_or_none)
     attn_implementation: AttnImplementation = attrs.field(
-        default="sdpa", validator=_one_of("flash_attention_2", "sdpa", "eager")
+        default="sdpa", validator=one_of("flash_attention_2", "sdpa", "eager")
     )
-    materialize_4d_mask: bool = True
-    pixel_dtype: torch.dtype | None = attrs.field(default=None, converter=_to_dtype)
+    materialize_4d_mask: bool = attrs.field(default=True, validator=boolean)
+    pixel_dtype: torch.dtype | None = attrs.field(default=None, converter=to_pixel_dtype)
 
     def __call__(self, packs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         """Collate ``packs`` into a batch of tensors."""
