@@ -26,6 +26,7 @@ from typing import Any, ClassVar, Literal
 import attrs
 import torch
 
+from ._calls import CallState
 from ._options import (
     boolean,
     one_of,
@@ -52,6 +53,7 @@ from .errors import (
     SpecialTokenError,
     TemplateError,
     VLMCollateError,
+    relocated,
 )
 from .labels import (
     IGNORE_INDEX,
@@ -220,7 +222,7 @@ class BaseCollator:
         default=(), converter=to_names, validator=subset_of(STEERING_KEYS)
     )
 
-    last_report: CollateReport | None = attrs.field(init=False, default=None, eq=False, repr=False)
+    _calls: CallState = attrs.field(init=False, factory=CallState, eq=False, repr=False)
     dropped_counts: collections.Counter[str] = attrs.field(
         init=False, factory=collections.Counter, eq=False, repr=False
     )
@@ -244,6 +246,19 @@ class BaseCollator:
         if self.drop_overlong and self.max_length is None:
             msg = "'drop_overlong' needs 'max_length' (got None)."
             raise ConfigurationError(msg)
+
+    @property
+    def last_report(self) -> CollateReport | None:
+        """The report of the last call made from the current thread (None before any).
+
+        Each thread sees its own calls' reports, so a collator shared by
+        several threads never hands one caller another call's report.
+        """
+        return typing.cast("CollateReport | None", self._calls.get("report"))
+
+    @last_report.setter
+    def last_report(self, report: CollateReport | None) -> None:
+        self._calls.set("report", report)
 
     @classmethod
     def from_processor(cls, processor: Any, **options: Any) -> BaseCollator:
@@ -459,12 +474,7 @@ class BaseCollator:
         except SampleError as exc:
             if exc.sample_index is None or not 0 <= exc.sample_index < len(samples):
                 raise
-            raise type(exc)(
-                exc.detail,
-                sample_index=samples[exc.sample_index].index,
-                message_index=exc.message_index,
-                item_index=exc.item_index,
-            ) from exc
+            raise relocated(exc, samples[exc.sample_index].index) from exc
 
     def call_processor(self, samples: Sequence[Sample], **inputs: Any) -> dict[str, Any]:
         """Call the processor with padding and tensors on; failures name the samples."""
@@ -488,8 +498,16 @@ class BaseCollator:
                 self.render(sample)
             except TemplateError as template_error:
                 return template_error
+        failure = f"{type(exc).__name__}: {exc}"
+        if len(samples) == 1:
+            return ProcessorError(f"the processor failed: {failure}", sample_index=samples[0].index)
+        for sample in samples:  # error path only: the sample that fails on its own is the culprit
+            try:
+                self.template([sample])
+            except VLMCollateError as error:
+                return error
         indices = ", ".join(str(sample.index) for sample in samples)
-        msg = f"the processor failed on samples {indices}: {type(exc).__name__}: {exc}"
+        msg = f"the processor failed on samples {indices} together (each alone works): {failure}"
         return ProcessorError(msg)
 
     def _untrain_tool_responses(
@@ -658,7 +676,8 @@ class BaseCollator:
     ) -> list[Sample]:
         for dropped in rejected.values():
             report.dropped.append(dropped)
-            self.dropped_counts[dropped.reason] += 1
+            with self._calls.lock:
+                self.dropped_counts[dropped.reason] += 1
             logger.warning(
                 "dropped sample %d (%s): %s", dropped.index, dropped.reason, dropped.detail
             )

@@ -20,6 +20,7 @@ from typing import Any, Literal
 import attrs
 import torch
 
+from .._calls import CallState
 from .._options import (
     boolean,
     non_negative_int_or_none,
@@ -261,7 +262,7 @@ class PreTokenizedCollator:
         default="drop", validator=one_of("drop", "raise", "truncate")
     )
 
-    last_report: CollateReport | None = attrs.field(init=False, default=None, eq=False, repr=False)
+    _calls: CallState = attrs.field(init=False, factory=CallState, eq=False, repr=False)
     dropped_counts: collections.Counter[str] = attrs.field(
         init=False, factory=collections.Counter, eq=False, repr=False
     )
@@ -270,6 +271,19 @@ class PreTokenizedCollator:
         if self.padding == "max_length" and self.max_length is None:
             msg = "'padding' is 'max_length' but 'max_length' is None; give a max_length."
             raise ConfigurationError(msg)
+
+    @property
+    def last_report(self) -> CollateReport | None:
+        """The report of the last call made from the current thread (None before any).
+
+        Each thread sees its own calls' reports, so a collator shared by
+        several threads never hands one caller another call's report.
+        """
+        return self._calls.get("report")
+
+    @last_report.setter
+    def last_report(self, report: CollateReport | None) -> None:
+        self._calls.set("report", report)
 
     @property
     def resolved_pad_token_id(self) -> int:
@@ -344,7 +358,8 @@ class PreTokenizedCollator:
 
     def _drop(self, row: _Row, reason: str, detail: str, report: CollateReport) -> None:
         report.dropped.append(DroppedSample(row.index, reason, detail))
-        self.dropped_counts[reason] += 1
+        with self._calls.lock:
+            self.dropped_counts[reason] += 1
         logger.warning("dropped sample %d (%s): %s", row.index, reason, detail)
         return None
 
