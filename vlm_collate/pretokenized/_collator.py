@@ -43,22 +43,22 @@ from ..errors import (
     ConfigurationError,
     EmptyLabelsError,
     OverlongError,
-    SampleError,
-    SampleTypeError,
 )
 from ..labels import IGNORE_INDEX, tokenizer_of
 from ..media import MEDIA_KEYS, PIXEL_KEYS, media_token_ids
+from ._validate import (
+    CONCATENATED_KEYS,
+    OPTIONAL_TOKEN_KEYS,
+    REQUIRED_TOKEN_KEYS,
+    WEIGHTS_KEY,
+    Row,
+    read_row,
+)
 
 __all__ = ["PreTokenizedCollator", "merge_media", "pretokenize_sample"]
 
 logger = logging.getLogger("vlm_collate.pretokenized")
 
-REQUIRED_TOKEN_KEYS = ("input_ids", "attention_mask", "labels")
-OPTIONAL_TOKEN_KEYS = ("mm_token_type_ids",)
-# The one token-axis key that holds floats: per-token loss weights, shifted like labels.
-WEIGHTS_KEY = "loss_weights"
-# Per-media tensors joined along their first axis.
-CONCATENATED_KEYS = ("image_grid_thw", "video_grid_thw", "image_position_ids", "second_per_grid_ts")
 # Batch entries a chat collator adds for the whole batch; a sample does not carry them.
 _BATCH_ONLY_KEYS = frozenset({"n_images_per_sample", "n_videos_per_sample", "num_patches"})
 
@@ -89,55 +89,14 @@ def merge_media(values: Sequence[Any], *, dtype: torch.dtype | None = None) -> A
     ]
 
 
-@attrs.frozen
-class _Row:
-    """One validated sample: its 1-D token tensors and its media entries."""
-
-    index: int
-    tokens: dict[str, torch.Tensor]
-    media: dict[str, Any]
-
-    @property
-    def length(self) -> int:
-        return self.tokens["input_ids"].shape[0]
-
-
-def _one_dimensional(value: Any, key: str, index: int, items: str) -> torch.Tensor:
+def vocabulary_size(processor: Any) -> int | None:
+    """The number of token ids ``processor``'s tokenizer knows (added tokens included), or None."""
+    tokenizer = tokenizer_of(processor) if processor is not None else None
     try:
-        tensor = torch.as_tensor(value)
-    except (TypeError, ValueError, RuntimeError) as exc:
-        msg = f"'{key}' must be a 1-D tensor or list of {items} (got {type(value).__name__})"
-        raise SampleTypeError(msg, sample_index=index) from exc
-    if tensor.dim() != 1:
-        msg = f"'{key}' must be 1-D (got shape {tuple(tensor.shape)})"
-        raise SampleError(msg, sample_index=index)
-    return tensor
-
-
-def _token_tensor(value: Any, key: str, index: int) -> torch.Tensor:
-    tensor = _one_dimensional(value, key, index, "ints")
-    if tensor.is_floating_point() or tensor.is_complex():
-        msg = f"'{key}' must hold integers (got {tensor.dtype})"
-        raise SampleTypeError(msg, sample_index=index)
-    return tensor.long() if tensor.dtype == torch.bool else tensor
-
-
-def _weights_tensor(value: Any, index: int) -> torch.Tensor:
-    """Per-token loss weights as float32: 1-D, finite and >= 0."""
-    tensor = _one_dimensional(value, WEIGHTS_KEY, index, "floats")
-    if tensor.is_complex():
-        msg = f"'{WEIGHTS_KEY}' must hold real numbers (got {tensor.dtype})"
-        raise SampleTypeError(msg, sample_index=index)
-    tensor = tensor.to(torch.float32)
-    bad = ~torch.isfinite(tensor) | (tensor < 0)
-    if bool(bad.any()):
-        position = int(bad.nonzero()[0])
-        msg = (
-            f"'{WEIGHTS_KEY}' must be finite and >= 0 "
-            f"(got {tensor[position].item()} at position {position})"
-        )
-        raise SampleError(msg, sample_index=index)
-    return tensor
+        size = len(tokenizer) if tokenizer is not None else None
+    except TypeError:
+        return None
+    return size if isinstance(size, int) and size > 0 else None
 
 
 def trained_weights(tokens: Mapping[str, torch.Tensor]) -> torch.Tensor:
@@ -145,72 +104,6 @@ def trained_weights(tokens: Mapping[str, torch.Tensor]) -> torch.Tensor:
     if WEIGHTS_KEY in tokens:
         return tokens[WEIGHTS_KEY]
     return (tokens["labels"] != IGNORE_INDEX).to(torch.float32)
-
-
-def token_tensors(
-    example: Mapping[str, Any], keys: Sequence[str], index: int
-) -> dict[str, torch.Tensor]:
-    """The 1-D token tensors of ``keys`` present in ``example``, and its loss weights.
-
-    Every tensor must be as long as ``input_ids``; errors name sample ``index``.
-    """
-    tensors = {
-        key: _token_tensor(example[key], key, index) for key in keys if example.get(key) is not None
-    }
-    if example.get(WEIGHTS_KEY) is not None:
-        tensors[WEIGHTS_KEY] = _weights_tensor(example[WEIGHTS_KEY], index)
-    length = tensors["input_ids"].shape[0]
-    for key, tensor in tensors.items():
-        if tensor.shape[0] != length:
-            msg = f"'{key}' has {tensor.shape[0]} tokens but 'input_ids' has {length}"
-            raise SampleError(msg, sample_index=index)
-    return tensors
-
-
-def _media_value(value: Any, key: str, index: int) -> Any:
-    if key in PIXEL_KEYS:
-        items = value if isinstance(value, (list, tuple)) else [value]
-        if not all(isinstance(item, torch.Tensor) for item in items):
-            msg = f"'{key}' must be a tensor or a list of tensors (got {type(value).__name__})"
-            raise SampleTypeError(msg, sample_index=index)
-        return list(value) if isinstance(value, (list, tuple)) else value
-    try:
-        tensor = torch.as_tensor(value)
-    except (TypeError, ValueError, RuntimeError) as exc:
-        msg = f"'{key}' must be a tensor (got {type(value).__name__})"
-        raise SampleTypeError(msg, sample_index=index) from exc
-    if tensor.dim() == 0:
-        msg = f"'{key}' must have a leading per-media axis (got a scalar)"
-        raise SampleError(msg, sample_index=index)
-    return tensor
-
-
-def read_row(example: Any, index: int) -> _Row:
-    """Validate one pre-tokenized sample; the caller's tensors are only read.
-
-    Token keys become integer tensors; optional ``loss_weights`` become
-    float32 and must be finite and >= 0. Every one has the length of
-    ``input_ids``.
-    """
-    if not isinstance(example, Mapping):
-        msg = f"a pre-tokenized sample must be a mapping (got {type(example).__name__})"
-        raise SampleTypeError(msg, sample_index=index)
-    missing = [key for key in REQUIRED_TOKEN_KEYS if example.get(key) is None]
-    if missing:
-        names = ", ".join(repr(key) for key in missing)
-        msg = f"missing {names}; a pre-tokenized sample needs {', '.join(REQUIRED_TOKEN_KEYS)}"
-        raise SampleError(msg, sample_index=index)
-    tokens = token_tensors(example, (*REQUIRED_TOKEN_KEYS, *OPTIONAL_TOKEN_KEYS), index)
-    length = tokens["input_ids"].shape[0]
-    if length == 0:
-        msg = "'input_ids' is empty"
-        raise SampleError(msg, sample_index=index)
-    media = {
-        key: _media_value(example[key], key, index)
-        for key in (*PIXEL_KEYS, *CONCATENATED_KEYS)
-        if example.get(key) is not None
-    }
-    return _Row(index, tokens, media)
 
 
 @attrs.define(kw_only=True)
@@ -235,6 +128,8 @@ class PreTokenizedCollator:
         pad_to_multiple_of: Round the final row length up to a multiple of this.
         padding_side: ``"left"`` or ``"right"``; None takes the tokenizer's side, else right.
         pad_token_id: Pad id of ``input_ids``; None takes the tokenizer's, else 0.
+        vocab_size: Token ids must lie in ``[0, vocab_size)``; None takes the
+            tokenizer's length (added tokens included), else checks only ``>= 0``.
         shift_labels: True gives pre-shifted labels (``labels[:, t]`` is the
             target of ``input_ids[:, t]``); False keeps them unshifted.
         pixel_dtype: Cast pixel tensors to this dtype; None keeps the samples' dtype.
@@ -253,6 +148,7 @@ class PreTokenizedCollator:
         default=None, validator=optional(one_of("left", "right"))
     )
     pad_token_id: int | None = attrs.field(default=None, validator=non_negative_int_or_none)
+    vocab_size: int | None = attrs.field(default=None, validator=positive_int_or_none)
     shift_labels: bool = attrs.field(default=True, validator=boolean)
     pixel_dtype: torch.dtype | None = attrs.field(default=None, converter=to_pixel_dtype)
     empty_labels: EmptyLabelsPolicy = attrs.field(
@@ -294,6 +190,11 @@ class PreTokenizedCollator:
         return pad_id if isinstance(pad_id, int) else 0
 
     @property
+    def resolved_vocab_size(self) -> int | None:
+        """The vocabulary size ids are checked against: the option, else the tokenizer's."""
+        return self.vocab_size if self.vocab_size is not None else vocabulary_size(self.processor)
+
+    @property
     def resolved_padding_side(self) -> str:
         """The padding side in effect: the option, else the tokenizer's, else right."""
         if self.padding_side is not None:
@@ -305,7 +206,11 @@ class PreTokenizedCollator:
         """Collate pre-tokenized ``examples`` into a batch of tensors."""
         require_batch(examples, "samples")
         report = self.last_report = CollateReport(batch_size=len(examples))
-        rows = [read_row(example, index) for index, example in enumerate(examples)]
+        vocab_size = self.resolved_vocab_size
+        rows = [
+            read_row(example, position, vocab_size=vocab_size)
+            for position, example in enumerate(examples)
+        ]
         rows = [row for row in (self._fit(row, report) for row in rows) if row is not None]
         if not rows:
             reasons = "; ".join(f"sample {d.index}: {d.detail}" for d in report.dropped)
@@ -318,7 +223,7 @@ class PreTokenizedCollator:
 
     # -- steps ---------------------------------------------------------------
 
-    def _fit(self, row: _Row, report: CollateReport) -> _Row | None:
+    def _fit(self, row: Row, report: CollateReport) -> Row | None:
         """Apply the overlong and empty-labels policies to one row."""
         if self.max_length is not None and row.length > self.max_length:
             detail = f"{row.length} tokens > max_length={self.max_length}"
@@ -329,7 +234,7 @@ class PreTokenizedCollator:
                     detail += "; truncating would cut through media tokens, so it is dropped"
                 return self._drop(row, "overlong", detail, report)
             tokens = {key: value[: self.max_length] for key, value in row.tokens.items()}
-            row = _Row(row.index, tokens, row.media)
+            row = Row(row.index, tokens, row.media)
             report.truncated.append(row.index)
         trained = row.tokens["labels"][1:] if self.shift_labels else row.tokens["labels"]
         if bool((trained != IGNORE_INDEX).any()):
@@ -347,7 +252,7 @@ class PreTokenizedCollator:
         logger.warning("%s", warning)
         return row
 
-    def _cuts_media(self, row: _Row) -> bool:
+    def _cuts_media(self, row: Row) -> bool:
         lost_ids = row.tokens["input_ids"][self.max_length :]
         media_ids = torch.tensor(sorted(media_token_ids(self.processor)), dtype=lost_ids.dtype)
         cut = bool(torch.isin(lost_ids, media_ids).any()) if self.processor is not None else False
@@ -356,14 +261,14 @@ class PreTokenizedCollator:
             cut = cut or bool((token_types[self.max_length :] != 0).any())
         return cut
 
-    def _drop(self, row: _Row, reason: str, detail: str, report: CollateReport) -> None:
+    def _drop(self, row: Row, reason: str, detail: str, report: CollateReport) -> None:
         report.dropped.append(DroppedSample(row.index, reason, detail))
         with self._calls.lock:
             self.dropped_counts[reason] += 1
         logger.warning("dropped sample %d (%s): %s", row.index, reason, detail)
         return None
 
-    def _pad(self, rows: Sequence[_Row]) -> dict[str, Any]:
+    def _pad(self, rows: Sequence[Row]) -> dict[str, Any]:
         lengths = [row.length for row in rows]
         length = padded_length(
             max(lengths),
@@ -407,7 +312,7 @@ class PreTokenizedCollator:
             )
         return batch
 
-    def _media(self, rows: Sequence[_Row]) -> dict[str, Any]:
+    def _media(self, rows: Sequence[Row]) -> dict[str, Any]:
         media: dict[str, Any] = {}
         for key in PIXEL_KEYS:
             values = [row.media[key] for row in rows if key in row.media]
@@ -425,9 +330,7 @@ class PreTokenizedCollator:
         return media
 
     @staticmethod
-    def _concatenate(
-        key: str, values: Sequence[torch.Tensor], rows: Sequence[_Row]
-    ) -> torch.Tensor:
+    def _concatenate(key: str, values: Sequence[torch.Tensor], rows: Sequence[Row]) -> torch.Tensor:
         trailing = {tuple(value.shape[1:]) for value in values}
         if len(trailing) > 1:
             holders = [row.index for row in rows if key in row.media]
