@@ -149,16 +149,19 @@ def subset_of(allowed: Collection[str]) -> Validator:
     return check
 
 
-def to_names(value: Any) -> tuple[str, ...]:
-    """One name or an iterable of names, as a tuple of str."""
+def _to_names(value: Any, field: attrs.Attribute[Any]) -> tuple[str, ...]:
     if isinstance(value, str):
         return (value,)
     if isinstance(value, Iterable) and not isinstance(value, (bytes, Mapping)):
         names = tuple(value)
         if all(isinstance(name, str) for name in names):
             return names
-    msg = f"expected a name or a sequence of names, as strings (got {value!r})."
-    raise ConfigurationError(msg)
+    _fail(field, "a name or a sequence of names, as strings", value)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+#: Converter: one name or an iterable of names, as a tuple of str.
+to_names = attrs.Converter(_to_names, takes_field=True)
 
 
 def instance_of(kind: type) -> Validator:
@@ -196,14 +199,16 @@ def exception_types(instance: Any, attribute: attrs.Attribute[Any], value: Any) 
         _fail(attribute, "a non-empty tuple of Exception subclasses", value)
 
 
-def to_dict(value: Any) -> dict[str, Any]:
-    """A mapping option (such as ``processor_kwargs``) as a fresh dict with str keys."""
+def _to_dict(value: Any, field: attrs.Attribute[Any]) -> dict[str, Any]:
     if value is None:
         return {}
     if not isinstance(value, Mapping) or not all(isinstance(key, str) for key in value):
-        msg = f"a keyword-arguments option must be a mapping with str keys (got {value!r})."
-        raise ConfigurationError(msg)
+        _fail(field, "a mapping with str keys", value)
     return dict(value)
+
+
+#: Converter: a mapping option (such as ``processor_kwargs``) as a fresh dict with str keys.
+to_dict = attrs.Converter(_to_dict, takes_field=True)
 
 
 def _dtype_of(value: Any) -> torch.dtype | None:
