@@ -28,6 +28,9 @@ _MARKUP = re.compile(r"[<>|\[\]{}]")
 # Per-message keys that Arrow fills with None in the messages that do not set them.
 _NULLABLE_LABEL_KEYS = ("train", "weight")
 
+# What a video item's value may be once copied (file references, frames, decoded arrays).
+_VIDEO_TYPES = (str, os.PathLike, list, tuple, np.ndarray, torch.Tensor)
+
 # Keys under which transformers' chat templates accept a media source.
 _SOURCE_KEYS = {"image": ("image", "url", "path"), "video": ("video", "url", "path")}
 
@@ -141,21 +144,24 @@ def _check_label_keys(message: Mapping[str, Any], sample: int, position: int) ->
 
 
 def _check_arrays(message: Mapping[str, Any], sample: int, position: int) -> None:
-    """Images and frames given as arrays or tensors hold only finite values."""
+    """Media given as arrays or tensors hold only finite values; a video is no scalar junk."""
     content = message.get("content")
     if not isinstance(content, list):
         return
     for item_index, item in enumerate(content):
-        value = item.get(item.get("type")) if isinstance(item, Mapping) else None
-        if not isinstance(value, list):
-            value = [value]
-        for frame in value:
+        location = {"sample_index": sample, "message_index": position, "item_index": item_index}
+        kind = item.get("type")
+        value = item.get(kind)
+        if kind == "video" and not isinstance(value, _VIDEO_TYPES):
+            msg = (
+                "a video must be a path, a list of frames, an array or a tensor "
+                f"(got {type(value).__name__})"
+            )
+            raise SampleTypeError(msg, **location)
+        for frame in value if isinstance(value, list) else [value]:
             if not _finite(frame):
-                kind = item.get("type")
                 msg = f"the {kind} array holds NaN or infinite values"
-                raise MediaError(
-                    msg, sample_index=sample, message_index=position, item_index=item_index
-                )
+                raise MediaError(msg, **location)
 
 
 def _finite(value: Any) -> bool:
