@@ -11,7 +11,13 @@ import torch
 from PIL import Image
 
 import vlm_collate as vc
-from vlm_collate.errors import BatchError, EmptyLabelsError, MediaError, VLMCollateError
+from vlm_collate.errors import (
+    BatchError,
+    ConfigurationError,
+    EmptyLabelsError,
+    MediaError,
+    VLMCollateError,
+)
 from vlm_collate.robust import (
     RetriesExhaustedError,
     RobustCollator,
@@ -248,18 +254,33 @@ def _reject_everything(examples):
 class TestValidation:
     def test_negative_max_retries(self):
         """max_retries must be a non-negative int."""
-        with pytest.raises(ValueError, match="'max_retries' must be a non-negative int"):
+        with pytest.raises(ConfigurationError, match="'max_retries' must be a non-negative int"):
             RobustCollator(collator=_reject_everything, dataset=[1], max_retries=-1)
 
     def test_collator_must_be_callable(self):
         """A non-callable collator is refused."""
-        with pytest.raises(TypeError, match="'collator' must be callable"):
+        with pytest.raises(ConfigurationError, match="'collator' must be callable"):
             RobustCollator(collator="qwen", dataset=[1])
 
     def test_dataset_needs_len_and_getitem(self):
         """A dataset without len() is refused, naming what it lacks."""
-        with pytest.raises(TypeError, match="lacks __len__"):
+        with pytest.raises(ConfigurationError, match="lacks __len__"):
             RobustCollator(collator=_reject_everything, dataset=iter([1]))
+
+    def test_bad_options_are_configuration_errors(self):
+        """Wrong types for seed, max_retries and retry_on are ConfigurationErrors, not TypeErrors."""
+        for options in (
+            {"seed": "0"},
+            {"seed": True},
+            {"max_retries": 2.0},
+            {"max_retries": True},
+            {"retry_on": "ValueError"},
+            {"retry_on": (ValueError, 3)},
+            {"retry_on": ()},
+            {"retry_on": 5},
+        ):
+            with pytest.raises(ConfigurationError, match=f"'{next(iter(options))}' must be"):
+                RobustCollator(collator=_reject_everything, dataset=[1], **options)
 
     def test_keyword_only(self):
         """Arguments are keyword-only."""

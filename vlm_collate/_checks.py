@@ -12,6 +12,7 @@ from __future__ import annotations
 import collections
 import logging
 import re
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from typing import Literal, Protocol, TypeVar
 
@@ -33,6 +34,8 @@ __all__ = [
 ]
 
 logger = logging.getLogger("vlm_collate")
+# Collators shared by threads add to their drop counters under this lock.
+_COUNTS_LOCK = threading.Lock()
 
 EmptyLabelsPolicy = Literal["raise", "warn", "drop"]
 SpecialTokensPolicy = Literal["raise", "drop", "allow"]
@@ -156,7 +159,8 @@ def drop_samples(
     """
     for dropped in rejected.values():
         report.dropped.append(dropped)
-        counts[dropped.reason] += 1
+        with _COUNTS_LOCK:
+            counts[dropped.reason] += 1
         logger.warning("dropped sample %d (%s): %s", dropped.index, dropped.reason, dropped.detail)
     report.truncated = [index for index in report.truncated if index not in rejected]
     kept = [row for row in rows if row.index not in rejected]

@@ -31,6 +31,7 @@ import attrs
 import torch
 
 from ._cache import ObjectCache
+from ._calls import CallState
 from ._checks import (
     EmptyLabelsPolicy,
     OverlongPolicy,
@@ -42,11 +43,21 @@ from ._checks import (
     check_supported_media,
     drop_samples,
 )
-from ._options import one_of, positive_or_none, to_dtype
+from ._options import (
+    boolean,
+    one_of,
+    optional,
+    positive_int,
+    positive_int_or_none,
+    subset_of,
+    to_dict,
+    to_names,
+    to_pixel_dtype_or_auto,
+)
 from ._padding import padded_length, padded_side, repad, shift_for_next_token, token_axis_keys
 from ._prepare import prepare_sample
 from ._report import CollateReport, DroppedSample, SampleWarning, warn_once
-from ._samples import Sample, require_batch
+from ._samples import STEERING_KEYS, Sample, require_batch
 from ._template import render
 from ._tokens import tokenizer_of
 from ._types import Processor
@@ -56,6 +67,7 @@ from .errors import (
     SampleError,
     TemplateError,
     VLMCollateError,
+    relocated,
 )
 from .labels import IGNORE_INDEX, LabelPolicy, LabelStrategy, ReasoningMarkers
 from .media import (
@@ -122,6 +134,10 @@ class BaseCollator(abc.ABC):
             may be (a :class:`~vlm_collate.MediaAccess` or a mapping of its
             options). The default refuses URLs and bounds every medium.
         processor_kwargs: Extra keyword arguments for the processor call.
+        trusted_keys: Steering keys of a sample the collator obeys; by default
+            none, so a dataset row cannot steer the library. ``("_injected_fake",)``
+            lets the code that adds placeholder images (as NeMo's dataset
+            wrapper does) hide them from attention.
         label_strategy: Finds the assistant turns (which tokens are trained).
         label_policy: Chooses which of the turns are trained, their end-of-turn
             tokens, reasoning blocks and loss weights (a :class:`LabelPolicy`
@@ -140,17 +156,19 @@ class BaseCollator(abc.ABC):
     media_keys: ClassVar[frozenset[str]] = MEDIA_KEYS
 
     processor: Processor
-    max_length: int | None = attrs.field(default=None, validator=positive_or_none)
-    drop_overlong: bool = False
+    max_length: int | None = attrs.field(default=None, validator=positive_int_or_none)
+    drop_overlong: bool = attrs.field(default=False, validator=boolean)
     padding: Literal["longest", "max_length"] = attrs.field(
         default="longest", validator=one_of("longest", "max_length")
     )
-    pad_to_multiple_of: int | None = attrs.field(default=None, validator=positive_or_none)
+    pad_to_multiple_of: int | None = attrs.field(default=None, validator=positive_int_or_none)
     padding_side: Literal["left", "right"] | None = attrs.field(
-        default=None, validator=attrs.validators.optional(one_of("left", "right"))
+        default=None, validator=optional(one_of("left", "right"))
     )
-    shift_labels: bool = True
-    pixel_dtype: torch.dtype | str | None = attrs.field(default="auto", converter=to_dtype)
+    shift_labels: bool = attrs.field(default=True, validator=boolean)
+    pixel_dtype: torch.dtype | str | None = attrs.field(
+        default="auto", converter=to_pixel_dtype_or_auto
+    )
     empty_labels: EmptyLabelsPolicy = attrs.field(
         default="raise", validator=one_of("raise", "warn", "drop")
     )
@@ -163,16 +181,17 @@ class BaseCollator(abc.ABC):
     unsupported_media: Literal["raise", "drop"] = attrs.field(
         default="raise", validator=one_of("raise", "drop")
     )
-    max_image_pixels: int = attrs.field(
-        default=DEFAULT_MAX_IMAGE_PIXELS, validator=positive_or_none
-    )
+    max_image_pixels: int = attrs.field(default=DEFAULT_MAX_IMAGE_PIXELS, validator=positive_int)
     media_access: MediaAccess = attrs.field(factory=MediaAccess, converter=MediaAccess.coerce)
-    processor_kwargs: Mapping[str, Any] = attrs.field(factory=dict, converter=dict)
+    processor_kwargs: Mapping[str, Any] = attrs.field(factory=dict, converter=to_dict)
+    trusted_keys: tuple[str, ...] = attrs.field(
+        default=(), converter=to_names, validator=subset_of(STEERING_KEYS)
+    )
     label_strategy: LabelStrategy = _FROM_FAMILY
     label_policy: LabelPolicy = attrs.field(factory=LabelPolicy, converter=LabelPolicy.coerce)
     media_strategy: MediaStrategy = _FROM_FAMILY
 
-    last_report: CollateReport | None = attrs.field(init=False, default=None, eq=False, repr=False)
+    _calls: CallState = attrs.field(init=False, factory=CallState, eq=False, repr=False)
     dropped_counts: collections.Counter[str] = attrs.field(
         init=False, factory=collections.Counter, eq=False, repr=False
     )
@@ -206,6 +225,19 @@ class BaseCollator(abc.ABC):
         # One image limit in effect: max_image_pixels, when given, wins.
         self.media_access = self.media_access.with_max_image_pixels(self.max_image_pixels)
         self.max_image_pixels = self.media_access.max_image_pixels
+
+    @property
+    def last_report(self) -> CollateReport | None:
+        """The report of the last call made from the current thread (None before any).
+
+        Each thread sees its own calls' reports, so a collator shared by
+        several threads never hands one caller another call's report.
+        """
+        return typing.cast("CollateReport | None", self._calls.get("report"))
+
+    @last_report.setter
+    def last_report(self, report: CollateReport | None) -> None:
+        self._calls.set("report", report)
 
     @abc.abstractmethod
     def default_label_strategy(self) -> LabelStrategy:
@@ -261,7 +293,9 @@ class BaseCollator(abc.ABC):
         require_batch(examples, "samples")
         report.batch_size = len(examples)
         samples = [
-            prepare_sample(example, index, media_access=self.media_access)
+            prepare_sample(
+                example, index, media_access=self.media_access, trusted_keys=self.trusted_keys
+            )
             for index, example in enumerate(examples)
         ]
         for sample in samples:  # what the media readers noted, such as a multi-frame image
@@ -407,10 +441,11 @@ class BaseCollator(abc.ABC):
 
         A sample marked ``"_injected_fake": True`` carries a placeholder image
         (added so every rank runs the vision tower under FSDP / ZeRO-3); its
-        vision tokens get ``attention_mask`` 0.
+        vision tokens get ``attention_mask`` 0. The mark is read only when
+        ``"_injected_fake"`` is in ``trusted_keys``.
         """
         fake_rows = [
-            row for row, sample in enumerate(samples) if sample.example.get("_injected_fake")
+            row for row, sample in enumerate(samples) if sample.flags.get("_injected_fake")
         ]
         if fake_rows and "attention_mask" in batch:
             self._mask_fake_images(batch, fake_rows)
@@ -438,12 +473,7 @@ class BaseCollator(abc.ABC):
         except SampleError as exc:
             if exc.sample_index is None or not 0 <= exc.sample_index < len(samples):
                 raise
-            raise type(exc)(
-                exc.detail,
-                sample_index=samples[exc.sample_index].index,
-                message_index=exc.message_index,
-                item_index=exc.item_index,
-            ) from exc
+            raise relocated(exc, samples[exc.sample_index].index) from exc
 
     def call_processor(self, samples: Sequence[Sample], **inputs: Any) -> dict[str, Any]:
         """Call the processor with padding and tensors on; failures name the samples."""
@@ -467,8 +497,16 @@ class BaseCollator(abc.ABC):
                 self.render(sample)
             except TemplateError as template_error:
                 return template_error
+        failure = f"{type(exc).__name__}: {exc}"
+        if len(samples) == 1:
+            return ProcessorError(f"the processor failed: {failure}", sample_index=samples[0].index)
+        for sample in samples:  # error path only: the sample that fails on its own is the culprit
+            try:
+                self.template([sample])
+            except VLMCollateError as error:
+                return error
         indices = ", ".join(str(sample.index) for sample in samples)
-        msg = f"the processor failed on samples {indices}: {type(exc).__name__}: {exc}"
+        msg = f"the processor failed on samples {indices} together (each alone works): {failure}"
         return ProcessorError(msg)
 
     def _mask_fake_images(self, batch: dict[str, Any], rows: Sequence[int]) -> None:

@@ -9,15 +9,20 @@ from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Mapping, Sequence
+import os
+import re
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 import attrs
+import numpy as np
+import torch
 
-from ._samples import ITEM_TYPES, Sample, is_weight
-from .errors import MediaError, SampleError, SampleTypeError
+from ._samples import ITEM_TYPES, STEERING_KEYS, Sample, is_weight
+from .errors import MediaError, SampleError, SampleTypeError, SpecialTokenError
 from .media import (
     MediaAccess,
+    MediaSource,
     is_media_reference,
     load_image,
     resolve_media,
@@ -32,6 +37,14 @@ _AUDIO_KEYS = ("audio", "path", "url")
 # Per-item sizes qwen-vl-utils resizes to: each is bounded by the pixel limit.
 _PIXEL_OPTIONS = ("min_pixels", "max_pixels", "total_pixels")
 _SIDE_OPTIONS = ("resized_height", "resized_width")
+# A role is a plain name ("user", "gpt", "tool_result", "用户"): no markup, no line breaks.
+_PLAIN_ROLE = re.compile(r"\w[\w.\- ]{0,63}")
+# Characters that control-token strings are made of (<|im_end|>, [INST], <start_of_turn>).
+_MARKUP = re.compile(r"[<>|\[\]{}]")
+# Per-message keys that Arrow fills with None in the messages that do not set them.
+_NULLABLE_LABEL_KEYS = ("train", "weight")
+# What a video item's value may be once copied (checked references, frames, decoded arrays).
+_VIDEO_TYPES = (MediaSource, str, os.PathLike, list, tuple, np.ndarray, torch.Tensor)
 
 
 @attrs.frozen
@@ -48,6 +61,7 @@ def prepare_sample(
     *,
     max_image_pixels: int | None = None,
     media_access: MediaAccess | None = None,
+    trusted_keys: Collection[str] = (),
 ) -> Sample:
     """Validate one example and return it with a normalised conversation copy.
 
@@ -56,7 +70,8 @@ def prepare_sample(
     and converted to upright RGB (PIL images on copies); video and audio
     references become checked :class:`~vlm_collate.media.MediaSource` objects
     that the media strategies decode. ``max_image_pixels``, when given,
-    overrides the policy's image limit.
+    overrides the policy's image limit. Arrays and tensors must be finite.
+    Only the steering keys in ``trusted_keys`` are read from the example.
     """
     access = (media_access or MediaAccess()).with_max_image_pixels(max_image_pixels)
     media = _ItemMedia(access)
@@ -78,7 +93,16 @@ def prepare_sample(
         _copy_message(message, index, position, media)
         for position, message in enumerate(conversation)
     ]
-    return Sample(index=index, conversation=copied, example=example, media_notes=tuple(media.notes))
+    for position, message in enumerate(copied):
+        _check_arrays(message, index, position)
+    flags = {key: example[key] for key in STEERING_KEYS if key in trusted_keys and key in example}
+    return Sample(
+        index=index,
+        conversation=copied,
+        example=example,
+        media_notes=tuple(media.notes),
+        flags=flags,
+    )
 
 
 def _copy_message(message: Any, sample: int, position: int, media: _ItemMedia) -> dict[str, Any]:
@@ -87,13 +111,12 @@ def _copy_message(message: Any, sample: int, position: int, media: _ItemMedia) -
             f"a message must be a mapping with 'role' and 'content' (got {type(message).__name__})"
         )
         raise SampleTypeError(msg, sample_index=sample, message_index=position)
-    role = message.get("role")
-    if not isinstance(role, str) or not role:
-        got = "no 'role' key" if "role" not in message else f"{role!r}"
-        msg = f"a message needs a non-empty string 'role' (got {got})"
-        raise SampleError(msg, sample_index=sample, message_index=position)
+    _check_role(message, sample, position)
     _check_label_keys(message, sample, position)
     copied = dict(message)
+    for key in _NULLABLE_LABEL_KEYS:
+        if key in copied and copied[key] is None:
+            del copied[key]  # a null column value means "not set"
     content = message.get("content")
     if isinstance(content, str):
         return copied
@@ -109,14 +132,41 @@ def _copy_message(message: Any, sample: int, position: int, media: _ItemMedia) -
     return copied
 
 
+def _check_role(message: Mapping[str, Any], sample: int, position: int) -> None:
+    """A role is a non-empty plain name; markup in it would be rendered into the template."""
+    location = {"sample_index": sample, "message_index": position}
+    role = message.get("role")
+    if not isinstance(role, str) or not role:
+        got = "no 'role' key" if "role" not in message else f"{role!r}"
+        msg = f"a message needs a non-empty string 'role' (got {got})"
+        raise SampleError(msg, **location)
+    if _PLAIN_ROLE.fullmatch(role):
+        return
+    shown = role if len(role) <= 80 else role[:80] + "..."
+    if _MARKUP.search(role):
+        msg = (
+            f"'role' {shown!r} holds control-token markup, which the chat template would "
+            "render as turn structure; a role must be a plain name such as 'user'"
+        )
+        raise SpecialTokenError(msg, **location)
+    msg = (
+        f"'role' must be a plain name of at most 64 letters, digits, '_', '-', '.' or spaces, "
+        f"starting with a letter, digit or '_' (got {shown!r})"
+    )
+    raise SampleError(msg, **location)
+
+
 def _check_label_keys(message: Mapping[str, Any], sample: int, position: int) -> None:
-    """The per-message label keys: ``"train"`` is a bool, ``"weight"`` a finite number >= 0."""
+    """The per-message label keys: ``"train"`` is a bool, ``"weight"`` a finite number >= 0.
+
+    None (what Arrow stores for a message that does not set the key) means unset.
+    """
     location = {"sample_index": sample, "message_index": position}
     train = message.get("train")
-    if "train" in message and not isinstance(train, bool):
+    if train is not None and not isinstance(train, bool):
         msg = f"'train' must be True or False (got {train!r})"
         raise SampleTypeError(msg, **location)
-    if "weight" in message:
+    if message.get("weight") is not None:
         weight = message["weight"]
         if isinstance(weight, bool) or not isinstance(weight, (int, float)):
             msg = f"'weight' must be a number (got {weight!r})"
@@ -221,3 +271,32 @@ def _check_size_options(
     if height is not None and width is not None and height * width > limit:
         msg = f"'resized_height' x 'resized_width' = {height * width} pixels, more than {limit}"
         raise MediaError(msg, **location)
+
+
+def _check_arrays(message: Mapping[str, Any], sample: int, position: int) -> None:
+    """Media given as arrays or tensors hold only finite values; a video is no scalar junk."""
+    content = message.get("content")
+    if not isinstance(content, list):
+        return
+    for item_index, item in enumerate(content):
+        location = {"sample_index": sample, "message_index": position, "item_index": item_index}
+        kind = item.get("type")
+        value = item.get(kind)
+        if kind == "video" and not isinstance(value, _VIDEO_TYPES):
+            msg = (
+                "a video must be a path, a list of frames, an array or a tensor "
+                f"(got {type(value).__name__})"
+            )
+            raise SampleTypeError(msg, **location)
+        for frame in value if isinstance(value, list) else [value]:
+            if not _finite(frame):
+                msg = f"the {kind} array holds NaN or infinite values"
+                raise MediaError(msg, **location)
+
+
+def _finite(value: Any) -> bool:
+    if isinstance(value, torch.Tensor):
+        return not value.is_floating_point() or bool(torch.isfinite(value).all())
+    if isinstance(value, np.ndarray) and np.issubdtype(value.dtype, np.inexact):
+        return bool(np.isfinite(value).all())
+    return True

@@ -20,6 +20,7 @@ from .errors import BatchError
 
 __all__ = [
     "MEDIA_TYPES",
+    "STEERING_KEYS",
     "Sample",
     "count_media",
     "find_special_token",
@@ -29,6 +30,8 @@ __all__ = [
 ]
 
 MEDIA_TYPES = ("image", "video", "audio")
+# Underscore keys of a sample that steer the library; honoured only when trusted.
+STEERING_KEYS = ("_injected_fake",)
 ITEM_TYPES = ("text", *MEDIA_TYPES)
 
 
@@ -42,12 +45,16 @@ class Sample:
         example: The caller's original mapping (read, never modified).
         media_notes: ``(reason, detail)`` pairs the media readers noted for the
             collate report (a multi-frame image read as its first frame).
+        flags: The sample's library-steering keys (such as ``"_injected_fake"``)
+            that the collator was told to trust; a key it does not trust is
+            never here, whatever the row holds.
     """
 
     index: int
     conversation: list[dict[str, Any]]
     example: Mapping[str, Any] = attrs.field(repr=False)
     media_notes: tuple[tuple[str, str], ...] = attrs.field(default=(), repr=False, eq=False)
+    flags: Mapping[str, Any] = attrs.field(factory=dict, repr=False)
 
 
 def require_batch(examples: Any, noun: str = "samples") -> None:

@@ -93,8 +93,17 @@ class _HookedDefaultCollator(DefaultCollator):
 _CACHE: weakref.WeakKeyDictionary[Any, dict[Any, BaseCollator]] = weakref.WeakKeyDictionary()
 
 
+# NeMo's dataset wrapper marks the placeholder images it adds with this key; the seed obeyed it.
+SEED_TRUSTED_KEYS = ("_injected_fake",)
+
+
 def _cached(cls: type, processor: Any, **options: Any) -> Any:
-    """Reuse one collator per processor and options (its caches then persist)."""
+    """Reuse one collator per processor and options (its caches then persist).
+
+    The seed functions trust ``"_injected_fake"``, as the seed did.
+    """
+    if issubclass(cls, BaseCollator):
+        options.setdefault("trusted_keys", SEED_TRUSTED_KEYS)
     key = (cls, tuple(sorted((name, _hashable(value)) for name, value in options.items())))
     try:
         per_processor = _CACHE.setdefault(processor, {})

@@ -17,9 +17,18 @@ fits it, so ``except ValueError`` keeps working in code that predates us::
     ├── LabelStrategyError (ValueError)   a label strategy does not apply to this tokenizer
     ├── ConfigurationError (ValueError)   an option has an invalid value
     └── MissingDependencyError (ImportError)  an optional package is not installed
+
+Every error pickles with its fields, so one raised in a ``DataLoader`` worker
+keeps its ``sample_index``, ``message_index`` and ``item_index`` in the main
+process. (PyTorch re-creates a worker's exception from its type and the
+formatted traceback; a :class:`SampleError` built that way reads its
+location back from the traceback's last line.)
 """
 
 from __future__ import annotations
+
+import re
+from typing import Any
 
 __all__ = [
     "BatchError",
@@ -36,8 +45,12 @@ __all__ = [
     "SpecialTokenError",
     "TemplateError",
     "VLMCollateError",
+    "relocated",
     "where",
 ]
+
+# The last line of a formatted traceback whose exception is a SampleError: "sample 3, message 2: ".
+_LOCATION = re.compile(r"(?:sample (\d+))?(?:(?:, )?message (\d+))?(?:(?:, )?item (\d+))?: ")
 
 
 class VLMCollateError(Exception):
@@ -73,12 +86,19 @@ class SampleError(VLMCollateError, ValueError):
         message_index: int | None = None,
         item_index: int | None = None,
     ) -> None:
+        text = detail
+        if sample_index is None and message_index is None and item_index is None:
+            found = _worker_location(type(self), detail)
+            if found is not None:
+                (sample_index, message_index, item_index), detail = found
+        else:
+            prefix = where(sample_index, message_index, item_index)
+            text = f"{prefix}: {detail}" if prefix else detail
         self.sample_index = sample_index
         self.message_index = message_index
         self.item_index = item_index
         self.detail = detail
-        prefix = where(sample_index, message_index, item_index)
-        super().__init__(f"{prefix}: {detail}" if prefix else detail)
+        super().__init__(text)
 
     def __reduce__(self):  # keep the indices across pickling (DataLoader workers)
         return (
@@ -87,9 +107,53 @@ class SampleError(VLMCollateError, ValueError):
         )
 
 
-def _rebuild_sample_error(cls, detail, sample_index, message_index, item_index):
+def _rebuild_sample_error(
+    cls: type[SampleError],
+    detail: str,
+    sample_index: int | None,
+    message_index: int | None,
+    item_index: int | None,
+) -> SampleError:
     return cls(
         detail, sample_index=sample_index, message_index=message_index, item_index=item_index
+    )
+
+
+def _worker_location(
+    cls: type, text: str
+) -> tuple[tuple[int | None, int | None, int | None], str] | None:
+    """``((sample, message, item), detail)`` read from a re-raised worker traceback's last line."""
+    if not text.startswith("Caught ") or "Traceback" not in text:
+        return None
+    marker = f"\n{cls.__module__}.{cls.__qualname__}: "
+    start = text.rfind(marker)
+    if start < 0:
+        return None
+    last = text[start + len(marker) :]
+    found = _LOCATION.match(last)
+    if found is None or not any(found.groups()):
+        return None
+    indices = tuple(None if value is None else int(value) for value in found.groups())
+    return indices, last[found.end() :].rstrip("\n")  # type: ignore[return-value]
+
+
+def relocated(error: SampleError, sample_index: int | None, detail: str | None = None) -> Any:
+    """The same error (class, message and item index) placed on the caller's ``sample_index``.
+
+    A collator or helper that ran a sub-batch (one sample, a chunk of a file)
+    uses this to name the sample as its caller counts it; raise the result
+    ``from error`` to keep the original.
+
+    Args:
+        error: The error raised for the sub-batch.
+        sample_index: The sample's index as the caller counts it.
+        detail: A replacement for the error's detail (by default its own).
+    """
+    return type(error)(
+        error.detail if detail is None else detail,
+        sample_index=sample_index,
+        message_index=error.message_index,
+        item_index=error.item_index,
     )
 
 

@@ -20,6 +20,7 @@ from typing import Any
 
 import attrs
 
+from ._options import exception_types, integer, is_callable, non_negative_int, sequence_like
 from .errors import BatchError, RetriesExhaustedError, VLMCollateError
 
 __all__ = ["RetriesExhaustedError", "RobustCollator", "make_robust_collate", "worker_rng_seed"]
@@ -50,40 +51,14 @@ def _current_worker_id() -> int | None:
     return None if info is None else info.id
 
 
-def _is_dataset(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
-    missing = [name for name in ("__len__", "__getitem__") if not hasattr(type(value), name)]
-    if missing:
-        msg = (
-            f"'{attribute.name}' must support len() and indexing "
-            f"(got {type(value).__name__}, which lacks {' and '.join(missing)})."
-        )
-        raise TypeError(msg)
-
-
-def _is_callable(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
-    if not callable(value):
-        msg = f"'{attribute.name}' must be callable (got {type(value).__name__})."
-        raise TypeError(msg)
-
-
-def _non_negative_int(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        msg = f"'{attribute.name}' must be a non-negative int (got {value!r})."
-        raise ValueError(msg)
-
-
-def _is_int(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, int):
-        msg = f"'{attribute.name}' must be an int (got {value!r})."
-        raise TypeError(msg)
-
-
-def _exception_types(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
-    if not value or not all(isinstance(t, type) and issubclass(t, Exception) for t in value):
-        msg = (
-            f"'{attribute.name}' must be a non-empty tuple of Exception subclasses (got {value!r})."
-        )
-        raise TypeError(msg)
+def _exception_tuple(value: Any) -> tuple[Any, ...]:
+    """One exception type or an iterable of them, as a tuple (checked by the validator)."""
+    if isinstance(value, type):
+        return (value,)
+    try:
+        return tuple(value)
+    except TypeError:
+        return (value,)
 
 
 @attrs.define(kw_only=True)
@@ -127,12 +102,12 @@ class RobustCollator:
     ``None`` when it was the caller's batch.
     """
 
-    collator: Callable[[list[Any]], Any] = attrs.field(validator=_is_callable)
-    dataset: Any = attrs.field(validator=_is_dataset, repr=False)
-    max_retries: int = attrs.field(default=10, validator=_non_negative_int)
-    seed: int = attrs.field(default=0, validator=_is_int)
+    collator: Callable[[list[Any]], Any] = attrs.field(validator=is_callable)
+    dataset: Any = attrs.field(validator=sequence_like, repr=False)
+    max_retries: int = attrs.field(default=10, validator=non_negative_int)
+    seed: int = attrs.field(default=0, validator=integer)
     retry_on: tuple[type[Exception], ...] = attrs.field(
-        default=(VLMCollateError,), converter=tuple, validator=_exception_types
+        default=(VLMCollateError,), converter=_exception_tuple, validator=exception_types
     )
 
     batches: int = attrs.field(init=False, default=0, eq=False)

@@ -417,7 +417,8 @@ class TestKimiK25VLCollator:
     def test_fake_image_hidden_from_attention(self, remote):
         """A sample marked _injected_fake gets attention 0 on its image tokens."""
         sample = {**image_sample("One.", picture(28, 28)), "_injected_fake": True}
-        batch = KimiK25VLCollator(processor=remote)([sample, text_sample()])
+        collator = KimiK25VLCollator(processor=remote, trusted_keys=("_injected_fake",))
+        batch = collator([sample, text_sample()])
         pads = batch["input_ids"][0] == token_id(remote, "<|media_pad|>")
         assert 1 == int(pads.sum())
         assert [0] == batch["attention_mask"][0][pads].tolist()

@@ -246,7 +246,8 @@ class TestFakeImages:
             }
             return {**example, "_injected_fake": True} if fake else example
 
-        batch = vc.Qwen25VLCollator(processor=qwen_processor)([sample(True), sample(False)])
+        collator = vc.Qwen25VLCollator(processor=qwen_processor, trusted_keys=["_injected_fake"])
+        batch = collator([sample(True), sample(False)])
         tokenizer = qwen_processor.tokenizer
         vision = torch.tensor(
             tokenizer.convert_tokens_to_ids(["<|vision_start|>", "<|image_pad|>", "<|vision_end|>"])

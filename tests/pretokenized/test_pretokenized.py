@@ -76,7 +76,9 @@ class TestPreTokenizedCollator:
         fixed = PreTokenizedCollator(max_length=6, padding="max_length")
         assert (1, 5) == tuple(fixed([sample([1, 2], [1, 2])])["input_ids"].shape)
         rounded = PreTokenizedCollator(pad_to_multiple_of=4)
-        assert (1, 8) == tuple(rounded([sample(list(range(1, 7)), [1] * 6)])["input_ids"].shape)
+        assert (1, 8) == tuple(
+            rounded([sample(list(range(1, 7)), list(range(1, 7)))])["input_ids"].shape
+        )
 
     def test_mm_token_type_ids_padded_with_zero(self):
         """mm_token_type_ids is padded with 0, and filled with 0 for samples without it."""

@@ -18,7 +18,7 @@ from typing import Any, ClassVar, Literal
 import attrs
 import torch
 
-from .._options import one_of
+from .._options import one_of, optional
 from .._pipeline import BaseCollator
 from .._samples import Sample
 from .._tokens import single_token_id
@@ -134,7 +134,7 @@ class KimiK25VLCollator(BaseCollator):
         validator=one_of("longest", "max_length"),
     )
     padding_side: Literal["left", "right"] | None = attrs.field(
-        default="right", validator=attrs.validators.optional(one_of("left", "right"))
+        default="right", validator=optional(one_of("left", "right"))
     )
 
     def default_label_strategy(self) -> LabelStrategy:

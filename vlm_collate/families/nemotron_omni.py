@@ -9,10 +9,11 @@ import attrs
 import numpy as np
 import torch
 
+from .._options import int_at_least
 from .._pipeline import BaseCollator
 from .._report import CollateReport
 from .._samples import Sample
-from ..errors import ConfigurationError, MediaError
+from ..errors import MediaError
 from ..labels import (
     ImStartMarker,
     LabelStrategy,
@@ -96,12 +97,6 @@ def _omni_media(collator: NemotronOmniCollator) -> MediaStrategy:
     )
 
 
-def _at_least_two(instance: Any, attribute: attrs.Attribute[int], value: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 2:
-        msg = f"'{attribute.name}' must be an int of at least 2 (got {value!r})."
-        raise ConfigurationError(msg)
-
-
 @register_collator(
     "NemotronH_Nano_Omni_Reasoning_V3Processor", "NemotronH_Omni_Reasoning_V3Processor"
 )
@@ -130,7 +125,7 @@ class NemotronOmniCollator(BaseCollator):
         "sound_attention_mask",
     }
 
-    max_video_frames: int = attrs.field(default=8, validator=_at_least_two)
+    max_video_frames: int = attrs.field(default=8, validator=int_at_least(2))
 
     def default_label_strategy(self) -> LabelStrategy:
         return SkipEmptyThink(inner=with_fallbacks(ImStartMarker()))

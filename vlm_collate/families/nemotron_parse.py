@@ -8,6 +8,7 @@ from typing import Any, ClassVar
 import attrs
 import torch
 
+from .._options import non_negative_int_or_none, one_of, string
 from .._pipeline import BaseCollator
 from .._samples import Sample
 from ..errors import ConfigurationError, LabelStrategyError, MediaError, SampleError
@@ -57,12 +58,6 @@ class PromptPrefixMask(LabelStrategy):
         return torch.where(trained, input_ids, torch.full_like(input_ids, IGNORE_INDEX))
 
 
-def _right_only(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
-    if value != "right":
-        msg = f"'padding_side' must be 'right' for Nemotron-Parse's decoder inputs (got {value!r})."
-        raise ConfigurationError(msg)
-
-
 @register_collator("NemotronParseProcessor")
 @attrs.define(kw_only=True)
 class NemotronParseCollator(BaseCollator):
@@ -86,9 +81,13 @@ class NemotronParseCollator(BaseCollator):
 
     default_pixel_dtype: ClassVar[torch.dtype | None] = torch.bfloat16
 
-    task_prompt: str = DEFAULT_TASK_PROMPT
-    decoder_start_token_id: int | None = None
-    padding_side: str = attrs.field(default="right", validator=_right_only)
+    task_prompt: str = attrs.field(default=DEFAULT_TASK_PROMPT, validator=string)
+    decoder_start_token_id: int | None = attrs.field(
+        default=None, validator=non_negative_int_or_none
+    )
+    padding_side: str = attrs.field(
+        default="right", validator=one_of("right", why="Nemotron-Parse's decoder inputs")
+    )
 
     def default_label_strategy(self) -> LabelStrategy:
         return PromptPrefixMask(prompt=self.task_prompt)

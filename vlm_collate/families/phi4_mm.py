@@ -9,6 +9,7 @@ from typing import Any
 import attrs
 import torch
 
+from .._options import to_names
 from .._pipeline import BaseCollator
 from .._report import CollateReport
 from .._samples import Sample
@@ -95,7 +96,7 @@ class Phi4MMCollator(BaseCollator):
     }
     """
 
-    dropped_keys: tuple[str, ...] = attrs.field(default=_IMAGE_INPUTS, converter=tuple)
+    dropped_keys: tuple[str, ...] = attrs.field(default=_IMAGE_INPUTS, converter=to_names)
 
     def default_label_strategy(self) -> LabelStrategy:
         return with_fallbacks(RoleTokenMarker())

@@ -8,7 +8,7 @@ from typing import Any, Literal
 import attrs
 import numpy as np
 
-from .._options import one_of
+from .._options import boolean, one_of, optional
 from .._pipeline import BaseCollator
 from .._samples import Sample
 from ..errors import ConfigurationError, MediaError, MissingDependencyError
@@ -158,9 +158,9 @@ class Qwen3OmniCollator(BaseCollator):
     """
 
     padding_side: Literal["left", "right"] | None = attrs.field(
-        default="right", validator=attrs.validators.optional(one_of("left", "right"))
+        default="right", validator=optional(one_of("left", "right"))
     )
-    use_audio_in_video: bool = False
+    use_audio_in_video: bool = attrs.field(default=False, validator=boolean)
 
     def default_label_strategy(self) -> LabelStrategy:
         return with_fallbacks(ImStartMarker())

@@ -24,7 +24,7 @@ from typing import Any, Literal
 import attrs
 import torch
 
-from .._options import one_of
+from .._options import boolean, instance_of, is_callable, one_of, optional, string
 from .._report import warn_once
 from .._samples import is_weight
 from .._tokens import special_ids
@@ -66,9 +66,9 @@ class ReasoningMarkers:
             holding only this and whitespace is empty.
     """
 
-    open_token: str = "<think>"
-    close_token: str = "</think>"
-    channel_name: str = ""
+    open_token: str = attrs.field(default="<think>", validator=string)
+    close_token: str = attrs.field(default="</think>", validator=string)
+    channel_name: str = attrs.field(default="", validator=string)
 
 
 @attrs.frozen
@@ -93,7 +93,13 @@ class Turn:
 
 
 def _to_roles(value: str | Iterable[str]) -> frozenset[str]:
-    roles = value.split(",") if isinstance(value, str) else list(value)
+    if isinstance(value, str):
+        roles = value.split(",")
+    elif isinstance(value, Iterable) and not isinstance(value, (bytes, Mapping)):
+        roles = list(value)
+    else:
+        msg = f"'roles' must be a comma-separated string or an iterable of roles (got {value!r})."
+        raise ConfigurationError(msg)
     cleaned = frozenset(role.strip() for role in roles if isinstance(role, str) and role.strip())
     if not cleaned or len(cleaned) != len([role for role in roles if str(role).strip()]):
         msg = f"'roles' must name at least one role, as strings (got {value!r})."
@@ -102,7 +108,7 @@ def _to_roles(value: str | Iterable[str]) -> frozenset[str]:
 
 
 def _check_turns(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
-    if value in ("all", "last") or callable(value):
+    if (isinstance(value, str) and value in ("all", "last")) or callable(value):
         return
     if isinstance(value, int) and not isinstance(value, bool) and value > 0:
         return
@@ -111,15 +117,6 @@ def _check_turns(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
         f"(sample_index, turn_index, message) -> bool (got {value!r})."
     )
     raise ConfigurationError(msg)
-
-
-def _check_weight(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
-    if value is not None and not callable(value):
-        msg = (
-            "'weight' must be a callable (sample_index, turn_index, message) -> float or None "
-            f"(got {value!r})."
-        )
-        raise ConfigurationError(msg)
 
 
 @attrs.frozen(kw_only=True)
@@ -168,9 +165,11 @@ class LabelPolicy:
     reasoning: ReasoningChoice = attrs.field(
         default="train", validator=one_of("train", "answer_only", "skip_empty")
     )
-    reasoning_markers: ReasoningMarkers | None = None
-    loss_weights: bool = False
-    weight: TurnWeight | None = attrs.field(default=None, validator=_check_weight)
+    reasoning_markers: ReasoningMarkers | None = attrs.field(
+        default=None, validator=optional(instance_of(ReasoningMarkers))
+    )
+    loss_weights: bool = attrs.field(default=False, validator=boolean)
+    weight: TurnWeight | None = attrs.field(default=None, validator=optional(is_callable))
 
     @classmethod
     def coerce(cls, value: LabelPolicy | Mapping[str, Any] | None) -> LabelPolicy:
@@ -182,11 +181,11 @@ class LabelPolicy:
         if isinstance(value, Mapping):
             options = dict(value)
             markers = options.get("reasoning_markers")
-            if isinstance(markers, Mapping):
-                options["reasoning_markers"] = ReasoningMarkers(**markers)
-            elif isinstance(markers, Sequence) and not isinstance(markers, str):
-                options["reasoning_markers"] = ReasoningMarkers(*markers)
             try:
+                if isinstance(markers, Mapping):
+                    options["reasoning_markers"] = ReasoningMarkers(**markers)
+                elif isinstance(markers, Sequence) and not isinstance(markers, str):
+                    options["reasoning_markers"] = ReasoningMarkers(*markers)
                 return cls(**options)
             except TypeError as exc:
                 msg = f"'label_policy' got an unknown option: {exc}"

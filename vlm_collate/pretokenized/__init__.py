@@ -20,17 +20,45 @@ from ._pretokenize import (
     pretokenize,
     sample_from_row,
 )
+from ._validate import (
+    OPTIONAL_TOKEN_KEYS,
+    REQUIRED_TOKEN_KEYS,
+    WEIGHTS_KEY,
+    Row,
+    check_documents,
+    check_ids,
+    check_media_counts,
+    check_pack_labels,
+    media_count,
+    media_value,
+    position_ids,
+    read_row,
+    token_tensors,
+)
 
 __all__ = [
     "NeatPackedCollator",
+    "OPTIONAL_TOKEN_KEYS",
     "PackResult",
     "PreTokenizedCollator",
     "PreTokenizedDataset",
+    "REQUIRED_TOKEN_KEYS",
+    "Row",
+    "WEIGHTS_KEY",
     "block_causal_mask",
+    "check_documents",
+    "check_ids",
+    "check_media_counts",
+    "check_pack_labels",
+    "media_count",
+    "media_value",
     "pack",
+    "position_ids",
     "pretokenize",
     "pretokenize_sample",
+    "read_row",
     "sample_from_row",
+    "token_tensors",
 ]
 
 _publish(globals(), __all__, "vlm_collate.pretokenized")

@@ -20,6 +20,7 @@ from typing import Any, Literal
 import attrs
 import torch
 
+from .._calls import CallState
 from .._checks import (
     EmptyLabelsPolicy,
     OverlongPolicy,
@@ -27,79 +28,44 @@ from .._checks import (
     check_length,
     drop_samples,
 )
-from .._options import one_of, positive_or_none, to_dtype
+from .._options import (
+    boolean,
+    non_negative_int_or_none,
+    one_of,
+    optional,
+    positive_int_or_none,
+    to_pixel_dtype,
+)
 from .._padding import padded_length, padded_side, repad, shift_for_next_token, token_axis_keys
 from .._report import CollateReport, DroppedSample
 from .._samples import require_batch
-from ..errors import (
-    ConfigurationError,
-    SampleError,
-    SampleTypeError,
-)
+from ..errors import ConfigurationError
 from ..labels import IGNORE_INDEX, tokenizer_of
-from ..media import CONCATENATED_KEYS, MEDIA_KEYS, PIXEL_KEYS, media_token_ids, stack_media
+from ..media import media_token_ids, stack_media
+from ._validate import (
+    OPTIONAL_TOKEN_KEYS,
+    REQUIRED_TOKEN_KEYS,
+    WEIGHTS_KEY,
+    Row,
+    read_row,
+)
 
 __all__ = ["PreTokenizedCollator", "pretokenize_sample"]
 
 logger = logging.getLogger("vlm_collate.pretokenized")
 
-REQUIRED_TOKEN_KEYS = ("input_ids", "attention_mask", "labels")
-OPTIONAL_TOKEN_KEYS = ("mm_token_type_ids",)
-# The one token-axis key that holds floats: per-token loss weights, shifted like labels.
-WEIGHTS_KEY = "loss_weights"
 # Batch entries a chat collator adds for the whole batch; a sample does not carry them.
 _BATCH_ONLY_KEYS = frozenset({"n_images_per_sample", "n_videos_per_sample", "num_patches"})
 
 
-@attrs.frozen
-class _Row:
-    """One validated sample: its 1-D token tensors and its media entries."""
-
-    index: int
-    tokens: dict[str, torch.Tensor]
-    media: dict[str, Any]
-
-    @property
-    def length(self) -> int:
-        return self.tokens["input_ids"].shape[0]
-
-
-def _one_dimensional(value: Any, key: str, index: int, items: str) -> torch.Tensor:
+def vocabulary_size(processor: Any) -> int | None:
+    """The number of token ids ``processor``'s tokenizer knows (added tokens included), or None."""
+    tokenizer = tokenizer_of(processor) if processor is not None else None
     try:
-        tensor = torch.as_tensor(value)
-    except (TypeError, ValueError, RuntimeError) as exc:
-        msg = f"'{key}' must be a 1-D tensor or list of {items} (got {type(value).__name__})"
-        raise SampleTypeError(msg, sample_index=index) from exc
-    if tensor.dim() != 1:
-        msg = f"'{key}' must be 1-D (got shape {tuple(tensor.shape)})"
-        raise SampleError(msg, sample_index=index)
-    return tensor
-
-
-def _token_tensor(value: Any, key: str, index: int) -> torch.Tensor:
-    tensor = _one_dimensional(value, key, index, "ints")
-    if tensor.is_floating_point() or tensor.is_complex():
-        msg = f"'{key}' must hold integers (got {tensor.dtype})"
-        raise SampleTypeError(msg, sample_index=index)
-    return tensor.long() if tensor.dtype == torch.bool else tensor
-
-
-def _weights_tensor(value: Any, index: int) -> torch.Tensor:
-    """Per-token loss weights as float32: 1-D, finite and >= 0."""
-    tensor = _one_dimensional(value, WEIGHTS_KEY, index, "floats")
-    if tensor.is_complex():
-        msg = f"'{WEIGHTS_KEY}' must hold real numbers (got {tensor.dtype})"
-        raise SampleTypeError(msg, sample_index=index)
-    tensor = tensor.to(torch.float32)
-    bad = ~torch.isfinite(tensor) | (tensor < 0)
-    if bool(bad.any()):
-        position = int(bad.nonzero()[0])
-        msg = (
-            f"'{WEIGHTS_KEY}' must be finite and >= 0 "
-            f"(got {tensor[position].item()} at position {position})"
-        )
-        raise SampleError(msg, sample_index=index)
-    return tensor
+        size = len(tokenizer) if tokenizer is not None else None
+    except TypeError:
+        return None
+    return size if isinstance(size, int) and size > 0 else None
 
 
 def trained_weights(tokens: Mapping[str, torch.Tensor]) -> torch.Tensor:
@@ -107,72 +73,6 @@ def trained_weights(tokens: Mapping[str, torch.Tensor]) -> torch.Tensor:
     if WEIGHTS_KEY in tokens:
         return tokens[WEIGHTS_KEY]
     return (tokens["labels"] != IGNORE_INDEX).to(torch.float32)
-
-
-def token_tensors(
-    example: Mapping[str, Any], keys: Sequence[str], index: int
-) -> dict[str, torch.Tensor]:
-    """The 1-D token tensors of ``keys`` present in ``example``, and its loss weights.
-
-    Every tensor must be as long as ``input_ids``; errors name sample ``index``.
-    """
-    tensors = {
-        key: _token_tensor(example[key], key, index) for key in keys if example.get(key) is not None
-    }
-    if example.get(WEIGHTS_KEY) is not None:
-        tensors[WEIGHTS_KEY] = _weights_tensor(example[WEIGHTS_KEY], index)
-    length = tensors["input_ids"].shape[0]
-    for key, tensor in tensors.items():
-        if tensor.shape[0] != length:
-            msg = f"'{key}' has {tensor.shape[0]} tokens but 'input_ids' has {length}"
-            raise SampleError(msg, sample_index=index)
-    return tensors
-
-
-def _media_value(value: Any, key: str, index: int) -> Any:
-    if key in PIXEL_KEYS:
-        items = value if isinstance(value, (list, tuple)) else [value]
-        if not all(isinstance(item, torch.Tensor) for item in items):
-            msg = f"'{key}' must be a tensor or a list of tensors (got {type(value).__name__})"
-            raise SampleTypeError(msg, sample_index=index)
-        return list(value) if isinstance(value, (list, tuple)) else value
-    try:
-        tensor = torch.as_tensor(value)
-    except (TypeError, ValueError, RuntimeError) as exc:
-        msg = f"'{key}' must be a tensor (got {type(value).__name__})"
-        raise SampleTypeError(msg, sample_index=index) from exc
-    if tensor.dim() == 0:
-        msg = f"'{key}' must have a leading per-media axis (got a scalar)"
-        raise SampleError(msg, sample_index=index)
-    return tensor
-
-
-def read_row(example: Any, index: int) -> _Row:
-    """Validate one pre-tokenized sample; the caller's tensors are only read.
-
-    Token keys become integer tensors; optional ``loss_weights`` become
-    float32 and must be finite and >= 0. Every one has the length of
-    ``input_ids``.
-    """
-    if not isinstance(example, Mapping):
-        msg = f"a pre-tokenized sample must be a mapping (got {type(example).__name__})"
-        raise SampleTypeError(msg, sample_index=index)
-    missing = [key for key in REQUIRED_TOKEN_KEYS if example.get(key) is None]
-    if missing:
-        names = ", ".join(repr(key) for key in missing)
-        msg = f"missing {names}; a pre-tokenized sample needs {', '.join(REQUIRED_TOKEN_KEYS)}"
-        raise SampleError(msg, sample_index=index)
-    tokens = token_tensors(example, (*REQUIRED_TOKEN_KEYS, *OPTIONAL_TOKEN_KEYS), index)
-    length = tokens["input_ids"].shape[0]
-    if length == 0:
-        msg = "'input_ids' is empty"
-        raise SampleError(msg, sample_index=index)
-    media = {
-        key: _media_value(example[key], key, index)
-        for key in (*PIXEL_KEYS, *CONCATENATED_KEYS)
-        if example.get(key) is not None
-    }
-    return _Row(index, tokens, media)
 
 
 @attrs.define(kw_only=True)
@@ -197,6 +97,8 @@ class PreTokenizedCollator:
         pad_to_multiple_of: Round the final row length up to a multiple of this.
         padding_side: ``"left"`` or ``"right"``; None takes the tokenizer's side, else right.
         pad_token_id: Pad id of ``input_ids``; None takes the tokenizer's, else 0.
+        vocab_size: Token ids must lie in ``[0, vocab_size)``; None takes the
+            tokenizer's length (added tokens included), else checks only ``>= 0``.
         shift_labels: True gives pre-shifted labels (``labels[:, t]`` is the
             target of ``input_ids[:, t]``); False keeps them unshifted.
         pixel_dtype: Cast pixel tensors to this dtype; None keeps the samples' dtype.
@@ -206,17 +108,18 @@ class PreTokenizedCollator:
     """
 
     processor: Any = None
-    max_length: int | None = attrs.field(default=None, validator=positive_or_none)
+    max_length: int | None = attrs.field(default=None, validator=positive_int_or_none)
     padding: Literal["longest", "max_length"] = attrs.field(
         default="longest", validator=one_of("longest", "max_length")
     )
-    pad_to_multiple_of: int | None = attrs.field(default=None, validator=positive_or_none)
+    pad_to_multiple_of: int | None = attrs.field(default=None, validator=positive_int_or_none)
     padding_side: Literal["left", "right"] | None = attrs.field(
-        default=None, validator=attrs.validators.optional(one_of("left", "right"))
+        default=None, validator=optional(one_of("left", "right"))
     )
-    pad_token_id: int | None = None
-    shift_labels: bool = True
-    pixel_dtype: torch.dtype | None = attrs.field(default=None, converter=to_dtype)
+    pad_token_id: int | None = attrs.field(default=None, validator=non_negative_int_or_none)
+    vocab_size: int | None = attrs.field(default=None, validator=positive_int_or_none)
+    shift_labels: bool = attrs.field(default=True, validator=boolean)
+    pixel_dtype: torch.dtype | None = attrs.field(default=None, converter=to_pixel_dtype)
     empty_labels: EmptyLabelsPolicy = attrs.field(
         default="raise", validator=one_of("raise", "warn", "drop")
     )
@@ -224,7 +127,7 @@ class PreTokenizedCollator:
         default="drop", validator=one_of("drop", "raise", "truncate")
     )
 
-    last_report: CollateReport | None = attrs.field(init=False, default=None, eq=False, repr=False)
+    _calls: CallState = attrs.field(init=False, factory=CallState, eq=False, repr=False)
     dropped_counts: collections.Counter[str] = attrs.field(
         init=False, factory=collections.Counter, eq=False, repr=False
     )
@@ -233,14 +136,19 @@ class PreTokenizedCollator:
         if self.padding == "max_length" and self.max_length is None:
             msg = "'padding' is 'max_length' but 'max_length' is None; give a max_length."
             raise ConfigurationError(msg)
-        if self.pixel_dtype == "auto":
-            msg = "'pixel_dtype' must be a torch dtype, its name or None (got 'auto')."
-            raise ConfigurationError(msg)
-        if self.pad_token_id is not None and (
-            isinstance(self.pad_token_id, bool) or not isinstance(self.pad_token_id, int)
-        ):
-            msg = f"'pad_token_id' must be an int or None (got {self.pad_token_id!r})."
-            raise ConfigurationError(msg)
+
+    @property
+    def last_report(self) -> CollateReport | None:
+        """The report of the last call made from the current thread (None before any).
+
+        Each thread sees its own calls' reports, so a collator shared by
+        several threads never hands one caller another call's report.
+        """
+        return self._calls.get("report")
+
+    @last_report.setter
+    def last_report(self, report: CollateReport | None) -> None:
+        self._calls.set("report", report)
 
     @property
     def resolved_pad_token_id(self) -> int:
@@ -249,6 +157,11 @@ class PreTokenizedCollator:
             return self.pad_token_id
         pad_id = getattr(tokenizer_of(self.processor), "pad_token_id", None)
         return pad_id if isinstance(pad_id, int) else 0
+
+    @property
+    def resolved_vocab_size(self) -> int | None:
+        """The vocabulary size ids are checked against: the option, else the tokenizer's."""
+        return self.vocab_size if self.vocab_size is not None else vocabulary_size(self.processor)
 
     @property
     def resolved_padding_side(self) -> str:
@@ -262,10 +175,14 @@ class PreTokenizedCollator:
         """Collate pre-tokenized ``examples`` into a batch of tensors."""
         require_batch(examples, "samples")
         report = self.last_report = CollateReport(batch_size=len(examples))
-        rows = [read_row(example, index) for index, example in enumerate(examples)]
+        vocab_size = self.resolved_vocab_size
+        rows = [
+            read_row(example, position, vocab_size=vocab_size)
+            for position, example in enumerate(examples)
+        ]
         fitted = [self._fit(row, report) for row in rows]
         rejected = {fit.index: fit for fit in fitted if isinstance(fit, DroppedSample)}
-        kept = [fit for fit in fitted if isinstance(fit, _Row)]
+        kept = [fit for fit in fitted if isinstance(fit, Row)]
         rows = drop_samples(kept, rejected, report, self.dropped_counts)
         report.kept = [row.index for row in rows]
         batch = self._pad(rows)
@@ -274,7 +191,7 @@ class PreTokenizedCollator:
 
     # -- steps ---------------------------------------------------------------
 
-    def _fit(self, row: _Row, report: CollateReport) -> _Row | DroppedSample:
+    def _fit(self, row: Row, report: CollateReport) -> Row | DroppedSample:
         """Apply the overlong and empty-labels policies to one row; truncate when asked."""
         if self.max_length is not None and row.length > self.max_length:
             dropped = check_length(
@@ -283,7 +200,7 @@ class PreTokenizedCollator:
             if dropped is not None:
                 return dropped
             tokens = {key: value[: self.max_length] for key, value in row.tokens.items()}
-            row = _Row(row.index, tokens, row.media)
+            row = Row(row.index, tokens, row.media)
             report.truncated.append(row.index)
         trained = row.tokens["labels"][1:] if self.shift_labels else row.tokens["labels"]
         if bool((trained != IGNORE_INDEX).any()):
@@ -291,7 +208,7 @@ class PreTokenizedCollator:
         detail = "no token would be trained: every label is IGNORE_INDEX after the shift"
         return check_empty_labels(row.index, detail, self.empty_labels, report) or row
 
-    def _cuts_media(self, row: _Row) -> bool:
+    def _cuts_media(self, row: Row) -> bool:
         lost_ids = row.tokens["input_ids"][self.max_length :]
         media_ids = torch.tensor(sorted(media_token_ids(self.processor)), dtype=lost_ids.dtype)
         cut = bool(torch.isin(lost_ids, media_ids).any()) if self.processor is not None else False
@@ -300,7 +217,7 @@ class PreTokenizedCollator:
             cut = cut or bool((token_types[self.max_length :] != 0).any())
         return cut
 
-    def _pad(self, rows: Sequence[_Row]) -> dict[str, Any]:
+    def _pad(self, rows: Sequence[Row]) -> dict[str, Any]:
         lengths = [row.length for row in rows]
         length = padded_length(
             max(lengths),
@@ -344,7 +261,7 @@ class PreTokenizedCollator:
             )
         return batch
 
-    def _media(self, rows: Sequence[_Row]) -> dict[str, Any]:
+    def _media(self, rows: Sequence[Row]) -> dict[str, Any]:
         return stack_media(
             [row.media for row in rows],
             pixel_dtype=self.pixel_dtype,
@@ -367,7 +284,7 @@ def pretokenize_sample(collator: Any, example: Mapping[str, Any]) -> dict[str, A
     """
     single = attrs.evolve(collator, shift_labels=False, padding="longest", pad_to_multiple_of=None)
     batch = single([example])
-    keys = token_axis_keys(batch, exclude=MEDIA_KEYS)
+    keys = token_axis_keys(batch, exclude=collator.media_keys)
     mask = batch["attention_mask"][0] if "attention_mask" in batch else None
     first, last = 0, batch["input_ids"].shape[1]
     if mask is not None:  # a lone row is unpadded, unless the processor was asked to pad

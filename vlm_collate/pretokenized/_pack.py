@@ -25,12 +25,8 @@ from .._report import DroppedSample
 from ..errors import ConfigurationError, OverlongError
 from ..labels import IGNORE_INDEX
 from ..media import PIXEL_KEYS, media_token_ids, stack_media
-from ._collator import (
-    WEIGHTS_KEY,
-    _Row,
-    read_row,
-    trained_weights,
-)
+from ._collator import trained_weights, vocabulary_size
+from ._validate import WEIGHTS_KEY, Row, read_row
 
 __all__ = ["PackResult", "pack"]
 
@@ -56,11 +52,11 @@ class PackResult:
     truncated: list[int] = attrs.Factory(list)
 
 
-def _shifted_length(row: _Row) -> int:
+def _shifted_length(row: Row) -> int:
     return row.length - 1
 
 
-def _cuts_media(row: _Row, keep: int, media_ids: torch.Tensor | None) -> bool | None:
+def _cuts_media(row: Row, keep: int, media_ids: torch.Tensor | None) -> bool | None:
     """Whether keeping ``keep`` tokens cuts media tokens; None when it cannot be told."""
     has_media = any(key in row.media for key in PIXEL_KEYS)
     token_types = row.tokens.get("mm_token_type_ids")
@@ -72,8 +68,8 @@ def _cuts_media(row: _Row, keep: int, media_ids: torch.Tensor | None) -> bool | 
 
 
 def _fit(
-    row: _Row, pack_size: int, overlong: str, media_ids: torch.Tensor | None, result: PackResult
-) -> _Row | None:
+    row: Row, pack_size: int, overlong: str, media_ids: torch.Tensor | None, result: PackResult
+) -> Row | None:
     """Apply the overlong policy to a row whose shifted length exceeds ``pack_size``."""
     detail = f"{_shifted_length(row)} shifted tokens > pack_size={pack_size}"
     if overlong == "raise":
@@ -83,7 +79,7 @@ def _fit(
         if cut is False:
             tokens = {key: value[: pack_size + 1] for key, value in row.tokens.items()}
             result.truncated.append(row.index)
-            return _Row(row.index, tokens, row.media)
+            return Row(row.index, tokens, row.media)
         detail += (
             "; truncating would cut through media tokens, so it is dropped"
             if cut
@@ -95,7 +91,30 @@ def _fit(
     return None
 
 
-def _document(row: _Row, number: int) -> dict[str, torch.Tensor]:
+def _read(sample: Any, index: int, vocab_size: int | None) -> Row:
+    """Validate a sample; one without an attention mask is all real tokens."""
+    if isinstance(sample, Mapping) and sample.get("attention_mask") is None:
+        ids = sample.get("input_ids")
+        length = len(ids) if isinstance(ids, (Sequence, torch.Tensor)) else 0
+        sample = {**sample, "attention_mask": torch.ones(length, dtype=torch.long)}
+    return read_row(sample, index, vocab_size=vocab_size)
+
+
+def _real_tokens(row: Row) -> Row:
+    """The row without its padding: pad tokens are never document text."""
+    real = row.tokens["attention_mask"] == 1
+    if bool(real.all()):
+        return row
+    return Row(row.index, {key: value[real] for key, value in row.tokens.items()}, row.media)
+
+
+def _report_empty(row: Row, result: PackResult) -> None:
+    detail = "no token would be trained: every label is IGNORE_INDEX after the shift"
+    result.dropped.append(DroppedSample(row.index, "empty_labels", detail))
+    logger.warning("dropped sample %d (empty_labels): %s", row.index, detail)
+
+
+def _document(row: Row, number: int) -> dict[str, torch.Tensor]:
     length = _shifted_length(row)
     document = {
         "input_ids": row.tokens["input_ids"][:-1],
@@ -110,7 +129,7 @@ def _document(row: _Row, number: int) -> dict[str, torch.Tensor]:
     return document
 
 
-def _assemble(rows: Sequence[_Row], *, weighted: bool) -> dict[str, Any]:
+def _assemble(rows: Sequence[Row], *, weighted: bool) -> dict[str, Any]:
     documents = [_document(row, number) for number, row in enumerate(rows, start=1)]
     packed: dict[str, Any] = {
         key: torch.cat([document[key] for document in documents])
@@ -150,6 +169,13 @@ def pack(
     or ``"truncate"`` it, unless the cut would remove media tokens, in which
     case it is dropped and reported.
 
+    Every sample is validated first (see :mod:`vlm_collate.pretokenized`;
+    with ``processor``, ids are checked against its vocabulary). Positions
+    whose ``attention_mask`` is 0 are padding and are left out of the
+    documents. A sample that would train nothing once shifted (every
+    ``labels[1:]`` is ``IGNORE_INDEX``) is not packed: it is reported in
+    ``dropped`` with reason ``"empty_labels"`` and logged.
+
     Args:
         samples: Mappings with 1-D ``input_ids``, unshifted ``labels``,
             optionally ``mm_token_type_ids``, float ``loss_weights`` (finite,
@@ -174,10 +200,14 @@ def pack(
     if processor is not None:
         media_ids = torch.tensor(sorted(media_token_ids(processor)), dtype=torch.long)
     result = PackResult(packs=[], documents=[])
-    bins: list[list[_Row]] = []
+    bins: list[list[Row]] = []
     room: list[int] = []
+    vocab_size = vocabulary_size(processor)
     for index, sample in enumerate(samples):
-        row = read_row({"attention_mask": sample.get("input_ids"), **sample}, index)
+        row = _real_tokens(_read(sample, index, vocab_size))
+        if not bool((row.tokens["labels"][1:] != IGNORE_INDEX).any()):
+            _report_empty(row, result)
+            continue
         if _shifted_length(row) > pack_size:
             row = _fit(row, pack_size, overlong, media_ids, result)
             if row is None:

@@ -16,16 +16,22 @@ from typing import Any, Literal
 import attrs
 import torch
 
-from .._options import one_of, positive_or_none, to_dtype
+from .._options import boolean, non_negative_int, one_of, positive_int_or_none, to_pixel_dtype
 from .._samples import require_batch
 from ..errors import BatchError, OverlongError, SampleError, SampleTypeError
 from ..labels import IGNORE_INDEX
 from ..media import CONCATENATED_KEYS, PIXEL_KEYS, stack_media
-from ._collator import (
+from ._collator import trained_weights
+from ._validate import (
     WEIGHTS_KEY,
-    _media_value,
+    check_documents,
+    check_ids,
+    check_media_counts,
+    check_pack_labels,
+    media_count,
+    media_value,
+    position_ids,
     token_tensors,
-    trained_weights,
 )
 
 __all__ = ["NeatPackedCollator", "block_causal_mask"]
@@ -46,17 +52,6 @@ def block_causal_mask(document_ids: torch.Tensor) -> torch.Tensor:
     causal = torch.ones(length, length, dtype=torch.bool, device=document_ids.device).tril()
     mask = same_document & causal & real.unsqueeze(2) & real.unsqueeze(1)
     return mask.unsqueeze(1)
-
-
-def _positions(value: Any, length: int, index: int) -> torch.Tensor:
-    positions = torch.as_tensor(value)
-    if positions.dim() == 1 or (positions.dim() == 2 and positions.shape[0] == 3):
-        if positions.shape[-1] == length:
-            return positions.long()
-    msg = (
-        f"'position_ids' must have shape [{length}] or [3, {length}] (got {tuple(positions.shape)})"
-    )
-    raise SampleError(msg, sample_index=index)
 
 
 def _document_positions(document_ids: torch.Tensor) -> torch.Tensor:
@@ -94,15 +89,24 @@ class NeatPackedCollator:
             too (the 4-D mask is quadratic in ``S``); it is then also given as
             ``_packed_seq_ids``.
         pixel_dtype: Cast pixel tensors to this dtype; None keeps the packs' dtype.
+        vocab_size: Token ids and labels must lie in ``[0, vocab_size)``; None
+            checks only that they are >= 0.
+
+    Every pack is validated first: int64 token tensors of one length, an
+    indexed ``attention_mask`` whose documents are single runs, labels that are
+    ``IGNORE_INDEX`` or a valid token id, integer
+    ``position_ids``, finite pixels and grids that agree with ``n_images`` /
+    ``n_videos`` (see :mod:`vlm_collate.pretokenized`).
     """
 
-    padding_idx: int = 0
-    max_length: int | None = attrs.field(default=None, validator=positive_or_none)
+    padding_idx: int = attrs.field(default=0, validator=non_negative_int)
+    max_length: int | None = attrs.field(default=None, validator=positive_int_or_none)
     attn_implementation: AttnImplementation = attrs.field(
         default="sdpa", validator=one_of("flash_attention_2", "sdpa", "eager")
     )
-    materialize_4d_mask: bool = True
-    pixel_dtype: torch.dtype | None = attrs.field(default=None, converter=to_dtype)
+    materialize_4d_mask: bool = attrs.field(default=True, validator=boolean)
+    pixel_dtype: torch.dtype | None = attrs.field(default=None, converter=to_pixel_dtype)
+    vocab_size: int | None = attrs.field(default=None, validator=positive_int_or_none)
 
     def __call__(self, packs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         """Collate ``packs`` into a batch of tensors."""
@@ -145,9 +149,9 @@ class NeatPackedCollator:
             pack, ("input_ids", "labels", "attention_mask", "mm_token_type_ids"), index
         )
         length = row["input_ids"].shape[0]
-        if bool((row["attention_mask"] < 0).any()):
-            msg = "'attention_mask' must hold document numbers 1, 2, ... and 0 for padding"
-            raise SampleError(msg, sample_index=index)
+        check_ids(row["input_ids"], index, self.vocab_size)
+        check_documents(row["attention_mask"], index)
+        check_pack_labels(row, index, self.vocab_size)
         if self.max_length is not None and length > self.max_length:
             msg = f"the pack has {length} tokens > max_length={self.max_length}"
             raise OverlongError(msg, sample_index=index)
@@ -158,7 +162,7 @@ class NeatPackedCollator:
         if pack.get("position_ids") is None:
             row["position_ids"] = _document_positions(row["attention_mask"])
         else:
-            row["position_ids"] = _positions(pack["position_ids"], length, index)
+            row["position_ids"] = position_ids(pack["position_ids"], length, index)
         return row
 
     @staticmethod
@@ -189,26 +193,30 @@ class NeatPackedCollator:
             out[:, position, : row["position_ids"].shape[1]] = row["position_ids"]
         return out
 
+    @staticmethod
+    def _read_media(pack: Mapping[str, Any], index: int) -> dict[str, Any]:
+        entry = {
+            key: media_value(pack[key], key, index)
+            for key in (*PIXEL_KEYS, *CONCATENATED_KEYS)
+            if pack.get(key) is not None
+        }
+        counts = {kind: media_count(pack, kind, index) for kind in ("image", "video")}
+        check_media_counts(entry, index, {kind: n for kind, n in counts.items() if n is not None})
+        return entry
+
     def _attention_mask(self, document_ids: torch.Tensor) -> torch.Tensor:
         if self.attn_implementation == "flash_attention_2" or not self.materialize_4d_mask:
             return document_ids
         return block_causal_mask(document_ids)
 
     def _media(self, packs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-        found = [
-            {
-                key: _media_value(pack[key], key, index)
-                for key in (*PIXEL_KEYS, *CONCATENATED_KEYS)
-                if pack.get(key) is not None
-            }
-            for index, pack in enumerate(packs)
-        ]
+        found = [self._read_media(pack, index) for index, pack in enumerate(packs)]
         media = stack_media(found, pixel_dtype=self.pixel_dtype, counted_by={})
         for kind in ("image", "video"):
             counts = [
-                int(pack.get(f"n_{kind}s", 0) or 0)
+                media_count(pack, kind, index)
                 or (entry[f"{kind}_grid_thw"].shape[0] if f"{kind}_grid_thw" in entry else 0)
-                for pack, entry in zip(packs, found, strict=True)
+                for index, (pack, entry) in enumerate(zip(packs, found, strict=True))
             ]
             if any(counts):
                 media[f"n_{kind}s_per_sample"] = torch.tensor(counts, dtype=torch.long)

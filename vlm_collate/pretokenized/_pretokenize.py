@@ -24,7 +24,13 @@ import numpy as np
 import torch
 
 from .._report import DroppedSample
-from ..errors import BatchError, MissingDependencyError, SampleError, SampleTypeError
+from ..errors import (
+    BatchError,
+    MissingDependencyError,
+    SampleError,
+    SampleTypeError,
+    relocated,
+)
 from ..media import CONCATENATED_KEYS, PIXEL_KEYS, MediaAccess
 from ._collator import OPTIONAL_TOKEN_KEYS, REQUIRED_TOKEN_KEYS, WEIGHTS_KEY
 
@@ -124,12 +130,7 @@ def _row(collator: Any, example: Mapping[str, Any], index: int) -> dict[str, Any
         sample = pretokenize_sample(collator, conversation)
     except SampleError as error:
         # The collator saw a batch of one; name the row of the dataset instead.
-        raise type(error)(
-            error.detail,
-            sample_index=index,
-            message_index=error.message_index,
-            item_index=error.item_index,
-        ) from error
+        raise relocated(error, index) from error
     except BatchError:
         # A policy dropped the sample; run it once more to read why from the report.
         single = attrs.evolve(collator, shift_labels=False)

@@ -35,6 +35,7 @@ from ..errors import (
     SampleError,
     SampleTypeError,
     VLMCollateError,
+    relocated,
 )
 from ..labels import IGNORE_INDEX
 from ..media import is_remote, media_token_ids
@@ -356,12 +357,7 @@ def _located(exc: VLMCollateError, chunk: Sequence[Record]) -> VLMCollateError:
     local = getattr(exc, "sample_index", None)
     if isinstance(exc, SampleError) and isinstance(local, int) and 0 <= local < len(chunk):
         record = chunk[local]
-        return type(exc)(
-            f"{exc.detail} (line {record.line})",
-            sample_index=record.index,
-            message_index=exc.message_index,
-            item_index=exc.item_index,
-        )
+        return relocated(exc, record.index, f"{exc.detail} (line {record.line})")
     first, last = chunk[0], chunk[-1]
     where = (
         f"batch of samples {first.index}-{last.index} (lines {first.line}-{last.line}; "
