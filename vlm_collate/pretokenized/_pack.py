@@ -21,6 +21,7 @@ from typing import Any, Literal
 import attrs
 import torch
 
+from .._options import MAX_TOKENS
 from .._pipeline import DroppedSample
 from ..errors import ConfigurationError, OverlongError
 from ..labels import IGNORE_INDEX
@@ -193,8 +194,12 @@ def pack(
         processor: Locates media tokens for ``"truncate"`` when samples have
             no ``mm_token_type_ids``.
     """
-    if isinstance(pack_size, bool) or not isinstance(pack_size, int) or pack_size < 1:
-        msg = f"'pack_size' must be a positive int (got {pack_size!r})."
+    if (
+        isinstance(pack_size, bool)
+        or not isinstance(pack_size, int)
+        or not 0 < pack_size <= MAX_TOKENS
+    ):
+        msg = f"'pack_size' must be a positive int of at most {MAX_TOKENS} (got {pack_size!r})."
         raise ConfigurationError(msg)
     if overlong not in ("raise", "drop", "truncate"):
         msg = f"'overlong' must be one of 'raise', 'drop', 'truncate' (got {overlong!r})."
