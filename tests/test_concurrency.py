@@ -119,6 +119,26 @@ class TestThreads:
         assert _same(expected, restored([_exchange(1), _exchange(2)]))
 
 
+class TestRobustThreads:
+    def test_counters_and_last_indices_per_call(self):
+        """A shared RobustCollator counts every call and gives each thread its own last_indices."""
+        good = {"input_ids": [1, 2], "attention_mask": [1, 1], "labels": [1, 2]}
+        bad = {**good, "attention_mask": [1, 5]}
+        robust = vc.RobustCollator(collator=vc.PreTokenizedCollator(), dataset=[good] * 4, seed=1)
+
+        def call(number: int):
+            robust([good, bad] if number % 2 else [good, good])
+            return robust.last_indices is None
+
+        count = 32
+        assert [n % 2 == 0 for n in range(count)] == _concurrently(call, count)
+        assert (count, count // 2, count // 2) == (
+            robust.batches,
+            robust.failures,
+            robust.resamples,
+        )
+
+
 class TestDataLoaderWorkers:
     def test_fork_workers_give_the_in_process_batches(self, qwen_processor):
         """Batches from forked workers equal the batches collated in the main process."""

@@ -9,6 +9,8 @@ URLs: the media-access boundary is tested on its own).
 from __future__ import annotations
 
 import math
+import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -22,6 +24,31 @@ from vlm_collate.pretokenized import pack
 
 IGNORE = vc.IGNORE_INDEX
 VOCAB = 64
+# Headroom above the process's current address space while these tests run.
+_MEMORY_HEADROOM = 3 * 2**30
+
+
+@pytest.fixture(scope="module", autouse=True)
+def bounded_memory():
+    """A regression that allocates gigabytes fails with MemoryError instead of taking the machine down."""
+    try:
+        import resource
+
+        status = Path("/proc/self/status").read_text()
+    except (ImportError, OSError):  # not Linux: run unbounded
+        yield
+        return
+    used = int(re.search(r"VmSize:\s+(\d+) kB", status).group(1)) * 1024
+    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    limit = used + _MEMORY_HEADROOM
+    if hard != resource.RLIM_INFINITY:
+        limit = min(limit, hard)
+    resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
+
 
 _scalars = st.one_of(
     st.none(),

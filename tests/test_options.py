@@ -29,6 +29,8 @@ class TestBaseCollatorOptions:
             ("max_length", 12.0),
             ("max_length", "64"),
             ("pad_to_multiple_of", 0),
+            ("pad_to_multiple_of", 2**40),
+            ("max_length", 2**24 + 1),
             ("max_image_pixels", None),
             ("max_image_pixels", 2.5),
             ("padding", True),

@@ -18,6 +18,7 @@ import torch
 from .errors import ConfigurationError
 
 __all__ = [
+    "MAX_TOKENS",
     "Validator",
     "boolean",
     "exception_types",
@@ -39,9 +40,15 @@ __all__ = [
     "to_names",
     "to_pixel_dtype",
     "to_pixel_dtype_or_auto",
+    "token_count",
+    "token_count_or_none",
 ]
 
 Validator = Callable[[Any, "attrs.Attribute[Any]", Any], None]
+
+#: Upper bound of every length option (max_length, pad_to_multiple_of, pack_size): 16M
+#: tokens. Larger values are typos that would make the padding step allocate gigabytes.
+MAX_TOKENS = 2**24
 
 
 def _is_int(value: Any) -> bool:
@@ -111,6 +118,18 @@ def positive_int_or_none(instance: Any, attribute: attrs.Attribute[Any], value: 
     """An int > 0, or None."""
     if value is not None and (not _is_int(value) or value <= 0):
         _fail(attribute, "a positive int or None", value)
+
+
+def token_count(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    """A length in tokens: an int in ``[1, MAX_TOKENS]``."""
+    if not _is_int(value) or not 0 < value <= MAX_TOKENS:
+        _fail(attribute, f"a positive int of at most {MAX_TOKENS}", value)
+
+
+def token_count_or_none(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    """A length in tokens (an int in ``[1, MAX_TOKENS]``), or None."""
+    if value is not None and (not _is_int(value) or not 0 < value <= MAX_TOKENS):
+        _fail(attribute, f"a positive int of at most {MAX_TOKENS} or None", value)
 
 
 def non_negative_int(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:

@@ -48,11 +48,11 @@ from ._options import (
     one_of,
     optional,
     positive_int,
-    positive_int_or_none,
     subset_of,
     to_dict,
     to_names,
     to_pixel_dtype_or_auto,
+    token_count_or_none,
 )
 from ._padding import padded_length, padded_side, repad, shift_for_next_token, token_axis_keys
 from ._prepare import prepare_sample
@@ -156,12 +156,12 @@ class BaseCollator(abc.ABC):
     media_keys: ClassVar[frozenset[str]] = MEDIA_KEYS
 
     processor: Processor
-    max_length: int | None = attrs.field(default=None, validator=positive_int_or_none)
+    max_length: int | None = attrs.field(default=None, validator=token_count_or_none)
     drop_overlong: bool = attrs.field(default=False, validator=boolean)
     padding: Literal["longest", "max_length"] = attrs.field(
         default="longest", validator=one_of("longest", "max_length")
     )
-    pad_to_multiple_of: int | None = attrs.field(default=None, validator=positive_int_or_none)
+    pad_to_multiple_of: int | None = attrs.field(default=None, validator=token_count_or_none)
     padding_side: Literal["left", "right"] | None = attrs.field(
         default=None, validator=optional(one_of("left", "right"))
     )

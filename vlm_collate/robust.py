@@ -15,11 +15,13 @@ from __future__ import annotations
 
 import logging
 import random
+import typing
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import attrs
 
+from ._calls import CallState
 from ._options import exception_types, integer, is_callable, non_negative_int, sequence_like
 from .errors import BatchError, RetriesExhaustedError, VLMCollateError
 
@@ -98,7 +100,8 @@ class RobustCollator:
     The counters ``batches``, ``failures``, ``resamples`` and ``exhausted``
     count calls, failed attempts, re-sampled batches and calls that gave up.
     Each process (each ``DataLoader`` worker) counts its own.
-    ``last_indices`` holds the dataset indices of the last batch returned, or
+    ``last_indices`` holds the dataset indices of the last batch returned to
+    the current thread (each thread sees its own calls), or
     ``None`` when it was the caller's batch.
     """
 
@@ -114,13 +117,26 @@ class RobustCollator:
     failures: int = attrs.field(init=False, default=0, eq=False)
     resamples: int = attrs.field(init=False, default=0, eq=False)
     exhausted: int = attrs.field(init=False, default=0, eq=False)
-    last_indices: list[int] | None = attrs.field(init=False, default=None, eq=False, repr=False)
+    _calls: CallState = attrs.field(init=False, factory=CallState, eq=False, repr=False)
     _rng: random.Random | None = attrs.field(init=False, default=None, eq=False, repr=False)
     _rng_worker: int | None = attrs.field(init=False, default=None, eq=False, repr=False)
 
+    @property
+    def last_indices(self) -> list[int] | None:
+        """Dataset indices of the last batch this thread got back; None for the caller's own."""
+        return typing.cast("list[int] | None", self._calls.get("indices"))
+
+    @last_indices.setter
+    def last_indices(self, indices: list[int] | None) -> None:
+        self._calls.set("indices", indices)
+
+    def _count(self, counter: str) -> None:
+        with self._calls.lock:  # threads sharing the wrapper must not lose counts
+            setattr(self, counter, getattr(self, counter) + 1)
+
     def __call__(self, examples: Sequence[Any]) -> Any:
         """Collate ``examples``, re-sampling the whole batch after each rejected attempt."""
-        self.batches += 1
+        self._count("batches")
         batch: Sequence[Any] = examples
         indices: list[int] | None = None
         attempts = 1 + self.max_retries
@@ -133,7 +149,7 @@ class RobustCollator:
                     self._give_up(error, attempt, indices)
                 indices = self._draw_indices(len(examples))
                 batch = [self.dataset[index] for index in indices]
-                self.resamples += 1
+                self._count("resamples")
             else:
                 self.last_indices = indices
                 return result
@@ -142,7 +158,7 @@ class RobustCollator:
     def _record_failure(
         self, error: Exception, attempt: int, attempts: int, indices: list[int] | None
     ) -> None:
-        self.failures += 1
+        self._count("failures")
         source = "the caller's batch" if indices is None else f"dataset indices {indices}"
         logger.warning(
             "collate attempt %d/%d failed on %s: %s: %s",
@@ -154,7 +170,7 @@ class RobustCollator:
         )
 
     def _give_up(self, error: Exception, attempt: int, indices: list[int] | None) -> None:
-        self.exhausted += 1
+        self._count("exhausted")
         resampled = attempt - 1
         reason = (
             ""

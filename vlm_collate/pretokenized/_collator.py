@@ -35,6 +35,7 @@ from .._options import (
     optional,
     positive_int_or_none,
     to_pixel_dtype,
+    token_count_or_none,
 )
 from .._padding import padded_length, padded_side, repad, shift_for_next_token, token_axis_keys
 from .._report import CollateReport, DroppedSample
@@ -108,11 +109,11 @@ class PreTokenizedCollator:
     """
 
     processor: Any = None
-    max_length: int | None = attrs.field(default=None, validator=positive_int_or_none)
+    max_length: int | None = attrs.field(default=None, validator=token_count_or_none)
     padding: Literal["longest", "max_length"] = attrs.field(
         default="longest", validator=one_of("longest", "max_length")
     )
-    pad_to_multiple_of: int | None = attrs.field(default=None, validator=positive_int_or_none)
+    pad_to_multiple_of: int | None = attrs.field(default=None, validator=token_count_or_none)
     padding_side: Literal["left", "right"] | None = attrs.field(
         default=None, validator=optional(one_of("left", "right"))
     )

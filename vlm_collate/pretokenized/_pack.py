@@ -21,6 +21,7 @@ from typing import Any, Literal
 import attrs
 import torch
 
+from .._options import MAX_TOKENS
 from .._report import DroppedSample
 from ..errors import ConfigurationError, OverlongError
 from ..labels import IGNORE_INDEX
@@ -153,6 +154,28 @@ def _assemble(rows: Sequence[Row], *, weighted: bool) -> dict[str, Any]:
     return packed
 
 
+def _check_options(pack_size: Any, overlong: Any) -> None:
+    is_int = isinstance(pack_size, int) and not isinstance(pack_size, bool)
+    if not is_int or not 0 < pack_size <= MAX_TOKENS:
+        msg = f"'pack_size' must be a positive int of at most {MAX_TOKENS} (got {pack_size!r})."
+        raise ConfigurationError(msg)
+    if not isinstance(overlong, str) or overlong not in ("raise", "drop", "truncate"):
+        msg = f"'overlong' must be one of 'raise', 'drop', 'truncate' (got {overlong!r})."
+        raise ConfigurationError(msg)
+
+
+def _place(row: Row, bins: list[list[Row]], room: list[int], pack_size: int) -> None:
+    """First fit: the first pack with room for the row, else a new pack."""
+    size = _shifted_length(row)
+    target = next((position for position, free in enumerate(room) if free >= size), None)
+    if target is None:
+        bins.append([])
+        room.append(pack_size)
+        target = len(bins) - 1
+    bins[target].append(row)
+    room[target] -= size
+
+
 def pack(
     samples: Sequence[Mapping[str, Any]],
     pack_size: int,
@@ -190,12 +213,7 @@ def pack(
         processor: Locates media tokens for ``"truncate"`` when samples have
             no ``mm_token_type_ids``.
     """
-    if isinstance(pack_size, bool) or not isinstance(pack_size, int) or pack_size < 1:
-        msg = f"'pack_size' must be a positive int (got {pack_size!r})."
-        raise ConfigurationError(msg)
-    if overlong not in ("raise", "drop", "truncate"):
-        msg = f"'overlong' must be one of 'raise', 'drop', 'truncate' (got {overlong!r})."
-        raise ConfigurationError(msg)
+    _check_options(pack_size, overlong)
     media_ids = None
     if processor is not None:
         media_ids = torch.tensor(sorted(media_token_ids(processor)), dtype=torch.long)
@@ -210,16 +228,8 @@ def pack(
             continue
         if _shifted_length(row) > pack_size:
             row = _fit(row, pack_size, overlong, media_ids, result)
-            if row is None:
-                continue
-        size = _shifted_length(row)
-        target = next((position for position, free in enumerate(room) if free >= size), None)
-        if target is None:
-            bins.append([])
-            room.append(pack_size)
-            target = len(bins) - 1
-        bins[target].append(row)
-        room[target] -= size
+        if row is not None:
+            _place(row, bins, room, pack_size)
     weighted = any(WEIGHTS_KEY in row.tokens for rows in bins for row in rows)
     result.packs.extend(_assemble(rows, weighted=weighted) for rows in bins)
     result.documents.extend([row.index for row in rows] for rows in bins)

@@ -16,7 +16,14 @@ from typing import Any, Literal
 import attrs
 import torch
 
-from .._options import boolean, non_negative_int, one_of, positive_int_or_none, to_pixel_dtype
+from .._options import (
+    boolean,
+    non_negative_int,
+    one_of,
+    positive_int_or_none,
+    to_pixel_dtype,
+    token_count_or_none,
+)
 from .._samples import require_batch
 from ..errors import BatchError, OverlongError, SampleError, SampleTypeError
 from ..labels import IGNORE_INDEX
@@ -100,7 +107,7 @@ class NeatPackedCollator:
     """
 
     padding_idx: int = attrs.field(default=0, validator=non_negative_int)
-    max_length: int | None = attrs.field(default=None, validator=positive_int_or_none)
+    max_length: int | None = attrs.field(default=None, validator=token_count_or_none)
     attn_implementation: AttnImplementation = attrs.field(
         default="sdpa", validator=one_of("flash_attention_2", "sdpa", "eager")
     )
