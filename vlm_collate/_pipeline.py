@@ -43,6 +43,13 @@ from .errors import (
     TemplateError,
     VLMCollateError,
 )
+from .formats import (
+    RowFormat,
+    UnknownRolesPolicy,
+    empty_labels_hint,
+    format_converter,
+    role_problem,
+)
 from .labels import (
     IGNORE_INDEX,
     LabelPolicy,
@@ -180,6 +187,13 @@ class BaseCollator:
             or a mapping of its options). The default trains every assistant
             turn, as the seed does.
         media_strategy: Gathers and finishes media.
+        format: The row format of the samples (see :mod:`vlm_collate.formats`):
+            ``"conversation"`` (the library's own, the default), ``"messages"``,
+            ``"sharegpt"``, ``"llamafactory"``, ``"openai"``, ``"cauldron"``,
+            ``"auto"`` or a :class:`~vlm_collate.formats.RowFormat`.
+        unknown_roles: Policy for a message whose role is neither a standard
+            role (system, user, assistant, tool) nor one the label policy
+            trains: ``"raise"``, ``"warn"``, ``"drop"`` or ``"allow"``.
     """
 
     default_pixel_dtype: ClassVar[torch.dtype | None] = None
@@ -219,6 +233,10 @@ class BaseCollator:
     label_strategy: LabelStrategy | None = None
     label_policy: LabelPolicy = attrs.field(factory=LabelPolicy, converter=LabelPolicy.coerce)
     media_strategy: MediaStrategy | None = None
+    format: RowFormat = attrs.field(default="conversation", converter=format_converter)
+    unknown_roles: UnknownRolesPolicy = attrs.field(
+        default="raise", validator=_one_of("raise", "warn", "drop", "allow")
+    )
 
     last_report: CollateReport | None = attrs.field(init=False, default=None, eq=False, repr=False)
     dropped_counts: collections.Counter[str] = attrs.field(
@@ -286,14 +304,17 @@ class BaseCollator:
         require_batch(examples, "samples")
         report.batch_size = len(examples)
         samples = [
-            prepare_sample(example, index, max_image_pixels=self.max_image_pixels)
+            prepare_sample(
+                self.format.convert(example, index), index, max_image_pixels=self.max_image_pixels
+            )
             for index, example in enumerate(examples)
         ]
         supported = self.supported_media()
         rejected = {}
         for sample in samples:
             problem = (
-                self._unsupported_media_problem(sample, supported)
+                role_problem(self, sample, report)
+                or self._unsupported_media_problem(sample, supported)
                 or self._special_token_problem(sample)
                 or self._estimated_overlong(sample)
             )
@@ -629,7 +650,8 @@ class BaseCollator:
     def _empty_labels_problem(self, sample: Sample, report: CollateReport) -> DroppedSample | None:
         detail = (
             "no token would be trained: the sample has no assistant turn, the label policy "
-            "selects none of its turns, or max_length cut it off"
+            "selects none of its turns, or max_length cut it off "
+            f"({empty_labels_hint(sample.conversation, self.label_policy.roles)})"
         )
         if self.empty_labels == "raise":
             raise EmptyLabelsError(
