@@ -635,16 +635,23 @@ def _repeats(kind: Kind, ids: list[int], t: int) -> bool:
     return kind in ("media", "padding") and ids[t] != ids[t - 1]
 
 
+# Tokens of left context decoded with each piece: enough for SentencePiece to keep a
+# piece's leading space, and bounded so that decoding a row stays linear in its length.
+_CONTEXT_TOKENS = 8
+
+
 def _decoded_pieces(ids: list[int], bounds: list[int], tokenizer: Any) -> list[str]:
     """Text of each ``ids[bounds[i]:bounds[i + 1]]``, decoded in context.
 
-    Decoding prefixes and taking differences keeps characters that
-    SentencePiece would drop at the start of a lone piece (a leading space).
+    Decoding a few tokens before the piece and taking the difference keeps
+    characters that SentencePiece would drop at the start of a lone piece (a
+    leading space).
     """
-    prefixes = [_decode(tokenizer, ids[:end]) for end in bounds]
     pieces = []
-    spans = zip(itertools.pairwise(bounds), itertools.pairwise(prefixes), strict=True)
-    for (start, end), (before, after) in spans:
+    for start, end in itertools.pairwise(bounds):
+        left = max(0, start - _CONTEXT_TOKENS)
+        before = _decode(tokenizer, ids[left:start])
+        after = _decode(tokenizer, ids[left:end])
         pieces.append(
             after[len(before) :] if after.startswith(before) else _decode(tokenizer, ids[start:end])
         )
