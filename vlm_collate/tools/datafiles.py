@@ -15,7 +15,7 @@ import json
 import pathlib
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import attrs
@@ -212,7 +212,7 @@ def _dataset_rows(dataset: Any) -> Iterator[RawRow]:
 
 
 def _first_split(loaded: Any, path: pathlib.Path) -> Any:
-    if hasattr(loaded, "keys") and not hasattr(loaded, "column_names"):
+    if isinstance(loaded, Mapping):  # a DatasetDict: read its train split, or its first
         splits = list(loaded.keys())
         if not splits:
             msg = f"{str(path)!r} holds no split."
