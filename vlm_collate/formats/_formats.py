@@ -42,6 +42,7 @@ Row = Mapping[str, Any]
 Message = dict[str, Any]
 _MEDIA_COLUMN_NAMES = frozenset(name for names in MEDIA_COLUMNS.values() for name in names)
 _OPENAI_TYPES = frozenset({"image_url", "input_audio"})
+_VISUAL_COLUMNS = ("image", "images", "video", "videos")
 
 
 def _roles(value: Any) -> dict[str, str]:
@@ -190,14 +191,16 @@ class Conversation(RowFormat):
         return {**row, "conversation": messages}
 
     def _refuse_half_converted(self, row: Row, conversation: list, index: int | None) -> None:
-        columns = [name for name in sorted(_MEDIA_COLUMN_NAMES) if row.get(name) is not None]
+        # Audio is left out: the seed's top-level "audio" is read by Phi-4's collator.
+        columns = [name for name in _VISUAL_COLUMNS if row.get(name) is not None]
         if not columns:
             return
         for position, message in enumerate(conversation):
             if not isinstance(message, Mapping):
                 continue
             for text in _text_of(message):
-                found = [PLACEHOLDERS[kind] for kind, n in count_placeholders(text).items() if n]
+                counts = count_placeholders(text)
+                found = [PLACEHOLDERS[kind] for kind in ("image", "video") if counts[kind]]
                 if found:
                     msg = (
                         f"the text holds {found[0]!r} and the row has a top-level "

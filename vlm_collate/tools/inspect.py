@@ -1,6 +1,7 @@
 """Seeing what a collator trains on: the engine behind ``vlm-collate inspect``.
 
-:func:`load_jsonl` reads a dataset of chat samples, :func:`inspect_samples`
+:func:`load_records` reads and converts the rows of a dataset file (:func:`load_jsonl`
+reads a JSONL file of own-format samples), :func:`inspect_samples`
 collates it batch by batch and records, for every token of every row, whether
 it is prompt, trained, media placeholder or padding; :func:`render_text` and
 :func:`render_html` turn that record into a terminal view or a standalone HTML
