@@ -263,3 +263,13 @@ class TestCauldron:
             conversation[0]["content"]
         )
         assert [{"type": "text", "text": "Q2"}] == conversation[2]["content"]
+
+
+class TestOwnFormatHints:
+    def test_a_sharegpt_row_in_the_default_format_names_its_format(self):
+        """A ShareGPT row given to the default format is refused with a hint to pass sharegpt."""
+        with pytest.raises(SampleError) as caught:
+            convert(llava_row(image="cat.jpg"), "conversation", index=4)
+        message = str(caught.value)
+        assert message.startswith("sample 4: missing key 'conversation'")
+        assert "pass format='sharegpt'" in message

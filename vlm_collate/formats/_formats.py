@@ -176,6 +176,8 @@ class Conversation(RowFormat):
         return None
 
     def convert(self, row: Any, index: int | None = None) -> Any:
+        if isinstance(row, Mapping) and "conversation" not in row:
+            self._refuse_other_format(row, index)
         if not isinstance(row, Mapping) or not isinstance(row.get("conversation"), list):
             return row  # the sample check reports the malformed row with its position
         conversation = row["conversation"]
@@ -189,6 +191,18 @@ class Conversation(RowFormat):
             for message in conversation
         ]
         return {**row, "conversation": messages}
+
+    def _refuse_other_format(self, row: Row, index: int | None) -> None:
+        """A row in another known format gets a hint naming it, not just the missing key."""
+        others = [cls for cls in _OTHER_FORMATS if cls().missing(row) is None]
+        if len(others) != 1:
+            return
+        keys = ", ".join(repr(key) for key in list(row)[:8])
+        msg = (
+            f"missing key 'conversation' (keys present: {keys}); the row looks like the "
+            f"{others[0].name!r} format: pass format={others[0].name!r} (or 'auto')"
+        )
+        raise SampleError(msg, sample_index=index)
 
     def _refuse_half_converted(self, row: Row, conversation: list, index: int | None) -> None:
         # Audio is left out: the seed's top-level "audio" is read by Phi-4's collator.
@@ -529,3 +543,6 @@ class Cauldron(RowFormat):
             messages.append({"role": "user", "content": content})
             messages.append({"role": "assistant", "content": assistant})
         return messages
+
+
+_OTHER_FORMATS = (Messages, ShareGPT, LlamaFactory, OpenAIChat, Cauldron)
