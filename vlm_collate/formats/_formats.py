@@ -142,7 +142,12 @@ def _strip_none(message: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _message_list(value: Any) -> bool:
-    return isinstance(value, list) and all(isinstance(message, Mapping) for message in value)
+    """A non-empty list of mappings (an empty list fits no format: there is nothing to read)."""
+    return (
+        isinstance(value, list)
+        and bool(value)
+        and all(isinstance(message, Mapping) for message in value)
+    )
 
 
 def _text_of(message: Mapping[str, Any]) -> list[str]:
