@@ -256,3 +256,20 @@ class TestPretokenize:
         assert [[answer + END for answer in answers]] == decoded_label_runs(
             labels, collator.tokenizer
         )
+
+
+class TestHalfConvertedRow:
+    def test_default_format_refuses_it_in_the_collator(self, qwen_processor):
+        """The half-converted ShareGPT row never reaches the tokenizer as '<image>' text."""
+        row = {
+            "image": "cat.jpg",
+            "conversation": [
+                {"role": "user", "content": "<image>\nWhat is this?"},
+                {"role": "assistant", "content": "A cat."},
+            ],
+        }
+        collator = vc.collator_for(qwen_processor, empty_labels="drop")
+        with pytest.raises(vc.SampleError) as caught:
+            collator([row])
+        assert (0, 0) == (caught.value.sample_index, caught.value.message_index)
+        assert "pass format='sharegpt'" in str(caught.value)

@@ -79,7 +79,7 @@ def role_problem(collator: Any, sample: Any, report: Any) -> Any:
     position, detail = found
     if policy == "raise":
         raise SampleError(detail, sample_index=sample.index, message_index=position)
-    from .._pipeline import DroppedSample, SampleWarning
+    from .. import DroppedSample, SampleWarning  # the public names: no cycle at import time
 
     if policy == "drop":
         return DroppedSample(sample.index, "unknown_role", f"message {position}: {detail}")
