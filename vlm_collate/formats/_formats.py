@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import pathlib
 from collections.abc import Mapping, Sequence
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeGuard
 
 import attrs
 
@@ -141,7 +141,7 @@ def _strip_none(message: Mapping[str, Any]) -> dict[str, Any]:
     return {key: value for key, value in message.items() if value is not None}
 
 
-def _message_list(value: Any) -> bool:
+def _message_list(value: Any) -> TypeGuard[list[Mapping[str, Any]]]:
     """A non-empty list of mappings (an empty list fits no format: there is nothing to read)."""
     return (
         isinstance(value, list)

@@ -122,7 +122,7 @@ def decode_audio(data: Any, where: dict[str, int | None]) -> dict[str, Any]:
     import numpy as np
 
     try:
-        with av.open(io.BytesIO(raw)) as container:
+        with av.open(io.BytesIO(raw), mode="r") as container:
             stream = container.streams.audio[0]
             frames = [frame.to_ndarray() for frame in container.decode(stream)]
             rate = stream.rate or stream.codec_context.sample_rate

@@ -122,10 +122,11 @@ def run(options: argparse.Namespace) -> int:
         msg = f"cannot write {str(output)!r}: its folder does not exist."
         raise ConfigurationError(msg)
     rows = converted_rows(pathlib.Path(options.input), output, options.format, options.limit)
-    kept, refused = [], 0
+    kept: list[Mapping[str, Any]] = []
+    refused = 0
     for row in rows:
-        if row.error is not None:
-            error(row.error)
+        if row.error is not None or row.sample is None:
+            error(row.error or f"sample {row.index}: not converted ({row.where})")
             refused += 1
             continue
         problem = _unwritable(row.sample, parquet=output.suffix == ".parquet")
@@ -193,10 +194,12 @@ def _arrow_ready(sample: Mapping[str, Any]) -> dict[str, Any]:
 def _arrow_item(item: Any) -> Any:
     if not isinstance(item, Mapping) or item.get("type") != "image":
         return item
+    from PIL import Image
+
     image = item.get("image")
     if isinstance(image, str):
         image = {"bytes": None, "path": image}
-    elif hasattr(image, "save"):  # a PIL image
+    elif isinstance(image, Image.Image):
         buffer = io.BytesIO()
         image.save(buffer, format="PNG")
         image = {"bytes": buffer.getvalue(), "path": None}

@@ -134,10 +134,10 @@ def _jsonl(path: pathlib.Path) -> Iterator[RawRow]:
                 continue
             if not line.strip():
                 continue
-            value, error = _parse(line.removeprefix("\ufeff"))
-            if error is not None:
-                error = error.replace(" at line 1, column", " at column")
-                yield RawRow(index=index, line=line_number, error=f"line {line_number}: {error}")
+            value, problem = _parse(line.removeprefix("\ufeff"))
+            if problem is not None:
+                problem = problem.replace(" at line 1, column", " at column")
+                yield RawRow(index=index, line=line_number, error=f"line {line_number}: {problem}")
             else:
                 yield RawRow(index=index, line=line_number, value=value)
             index += 1
