@@ -67,6 +67,7 @@ class TestReaders:
         status, out, err = run("inspect", str(tmp_path / "llava.json"), "--no-color")
         assert (0, "") == (status, err)
         assert ["Red and blue." + END, "Green and yellow." + END] * 2 == trained(out)
+        assert f"note: relative media paths are resolved against {tmp_path}" in out
 
     def test_broken_json_array_names_line_and_column(self, tmp_path):
         """A JSON array broken on line 3 gives that line and column, one line, exit 2."""

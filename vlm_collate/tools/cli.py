@@ -280,6 +280,7 @@ def _inspect(options: argparse.Namespace) -> int:
     _check_html_target(options.html)
     from ..registry import collator_for
     from . import inspect as inspection
+    from .datafiles import media_base
 
     with _data_path(options.data) as (data_path, source):
         records = inspection.load_records(data_path, limit=options.limit, format=options.format)
@@ -296,7 +297,10 @@ def _inspect(options: argparse.Namespace) -> int:
         batch_size=options.batch_size,
         source=source,
         processor=processor_name,
-        notes=[record.getMessage() for record in logged],
+        notes=[
+            f"relative media paths are resolved against {media_base(pathlib.Path(data_path))}",
+            *(record.getMessage() for record in logged),
+        ],
         keep_going=options.keep_going,
     )
     color = _use_color(options.no_color, sys.stdout)
