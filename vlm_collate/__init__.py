@@ -1,69 +1,23 @@
 """Chat-style multimodal samples to training batches for VLM fine-tuning.
 
-Importing the package imports every model family, and each family registers
-the processor class names it handles with :func:`register_collator`.
+The first use of a public name imports every model family (and torch), and
+each family registers the processor class names it handles with
+:func:`register_collator`; ``import vlm_collate`` alone stays light, so the
+command line answers ``--help`` and ``--version`` without loading torch.
 
 >>> import vlm_collate as vc
 >>> collator = vc.collator_for(processor, max_length=4096)   # doctest: +SKIP
 >>> batch = collator(examples)                                # doctest: +SKIP
 """
 
+# ruff: noqa: F405 - the public names come from ._api, loaded on first use
 from __future__ import annotations
 
-from ._pipeline import BaseCollator
-from ._public import publish as _publish
-from ._report import CollateReport, DroppedSample, SampleWarning
-from .errors import (
-    BatchError,
-    ConfigurationError,
-    EmptyLabelsError,
-    LabelStrategyError,
-    MediaError,
-    MissingDependencyError,
-    OverlongError,
-    ProcessorError,
-    RetriesExhaustedError,
-    SampleError,
-    SampleTypeError,
-    SpecialTokenError,
-    TemplateError,
-    VLMCollateError,
-)
-from .families.default import DefaultCollator
-from .families.gemma4 import Gemma4Collator, ThinkingChannelMarker
-from .families.kimi_k25 import KimiK25VLCollator, PreExpandedImages
-from .families.kimi_vl import KimiTurnMarker, KimiVLCollator
-from .families.llava_onevision import LlavaOneVisionCollator, PerSampleImagesMedia
-from .families.nemotron_omni import NemotronOmniCollator, NemotronOmniMedia
-from .families.nemotron_parse import NemotronParseCollator, PromptPrefixMask
-from .families.phi4_mm import Phi4MMCollator, RoleTokenMarker
-from .families.qwen_omni import Qwen3OmniCollator, QwenOmniUtilsMedia
-from .families.qwen_vl import Qwen25VLCollator
-from .labels import (
-    IGNORE_INDEX,
-    DerivedTemplateMarker,
-    FirstOf,
-    GenerationTagMask,
-    ImStartMarker,
-    LabelPolicy,
-    LabelStrategy,
-    LegacyBPEMatch,
-    ReasoningMarkers,
-    SkipEmptyThink,
-    TurnMarkers,
-)
-from .media import AudioMedia, MediaAccess, MediaStrategy, PlainMedia, QwenVLUtilsMedia
-from .pretokenized import (
-    NeatPackedCollator,
-    PackResult,
-    PreTokenizedCollator,
-    PreTokenizedDataset,
-    pack,
-    pretokenize,
-    pretokenize_sample,
-)
-from .registry import collator_for, register_collator
-from .robust import RobustCollator
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ._api import *  # noqa: F403
 
 __version__ = "0.1.0.dev0"
 
@@ -132,4 +86,15 @@ __all__ = [
     "register_collator",
 ]
 
-_publish(globals(), __all__, "vlm_collate")
+
+def __getattr__(name: str) -> Any:
+    if name not in __all__:
+        msg = f"module 'vlm_collate' has no attribute {name!r}"
+        raise AttributeError(msg)
+    api = importlib.import_module("._api", __name__)
+    globals().update({public: getattr(api, public) for public in __all__})
+    return globals()[name]
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

@@ -69,6 +69,13 @@ from .errors import (
     VLMCollateError,
     relocated,
 )
+from .formats import (
+    RowFormat,
+    UnknownRolesPolicy,
+    empty_labels_hint,
+    format_converter,
+    role_problem,
+)
 from .labels import IGNORE_INDEX, LabelPolicy, LabelStrategy, ReasoningMarkers
 from .media import (
     DEFAULT_MAX_IMAGE_PIXELS,
@@ -144,6 +151,13 @@ class BaseCollator(abc.ABC):
             or a mapping of its options). The default trains every assistant
             turn, as the seed does.
         media_strategy: Gathers and finishes media.
+        format: The row format of the samples (see :mod:`vlm_collate.formats`):
+            ``"conversation"`` (the library's own, the default), ``"messages"``,
+            ``"sharegpt"``, ``"llamafactory"``, ``"openai"``, ``"cauldron"``,
+            ``"auto"`` or a :class:`~vlm_collate.formats.RowFormat`.
+        unknown_roles: Policy for a message whose role is neither a standard
+            role (system, user, assistant, tool) nor one the label policy
+            trains: ``"raise"``, ``"warn"``, ``"drop"`` or ``"allow"``.
     """
 
     default_pixel_dtype: ClassVar[torch.dtype | None] = None
@@ -190,6 +204,10 @@ class BaseCollator(abc.ABC):
     label_strategy: LabelStrategy = _FROM_FAMILY
     label_policy: LabelPolicy = attrs.field(factory=LabelPolicy, converter=LabelPolicy.coerce)
     media_strategy: MediaStrategy = _FROM_FAMILY
+    format: RowFormat = attrs.field(default="conversation", converter=format_converter)
+    unknown_roles: UnknownRolesPolicy = attrs.field(
+        default="raise", validator=one_of("raise", "warn", "drop", "allow")
+    )
 
     _calls: CallState = attrs.field(init=False, factory=CallState, eq=False, repr=False)
     dropped_counts: collections.Counter[str] = attrs.field(
@@ -294,7 +312,10 @@ class BaseCollator(abc.ABC):
         report.batch_size = len(examples)
         samples = [
             prepare_sample(
-                example, index, media_access=self.media_access, trusted_keys=self.trusted_keys
+                self.format.convert(example, index),
+                index,
+                media_access=self.media_access,
+                trusted_keys=self.trusted_keys,
             )
             for index, example in enumerate(examples)
         ]
@@ -305,7 +326,10 @@ class BaseCollator(abc.ABC):
         rejected = {}
         for sample in samples:
             problem = (
-                check_supported_media(sample, supported, self.unsupported_media, self.media_refusal)
+                role_problem(self, sample, report)
+                or check_supported_media(
+                    sample, supported, self.unsupported_media, self.media_refusal
+                )
                 or check_special_tokens(sample, self._special_tokens(), self.special_tokens_in_text)
                 or self._estimated_overlong(sample)
             )
@@ -400,8 +424,9 @@ class BaseCollator(abc.ABC):
                 report.truncated.append(sample.index)
                 trained[row] = self._row_has_labels(batch, row, lengths[row])
             if not trained[row]:
+                hint = empty_labels_hint(sample.conversation, self.label_policy.roles)
                 problem = check_empty_labels(
-                    sample.index, _EMPTY_LABELS_DETAIL, self.empty_labels, report
+                    sample.index, f"{_EMPTY_LABELS_DETAIL} ({hint})", self.empty_labels, report
                 )
                 if problem is not None:
                     rejected[sample.index] = problem

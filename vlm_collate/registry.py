@@ -7,6 +7,7 @@ Families register the processor class names they handle with
 
 from __future__ import annotations
 
+import importlib
 import logging
 import typing
 from collections.abc import Callable, Mapping
@@ -51,6 +52,7 @@ def registered() -> Mapping[str, type]:
 
 def collator_class_for(processor: Processor) -> type[BaseCollator]:
     """Return the collator class registered for ``processor`` or one of its bases."""
+    importlib.import_module("vlm_collate._api")  # importing the public names registers every family
     for klass in type(processor).__mro__:
         found = _REGISTRY.get(klass.__name__)
         if found is not None:

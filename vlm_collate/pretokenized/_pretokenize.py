@@ -31,6 +31,7 @@ from ..errors import (
     SampleTypeError,
     relocated,
 )
+from ..formats import RowFormat, get_format
 from ..media import CONCATENATED_KEYS, PIXEL_KEYS, MediaAccess
 from ._collator import OPTIONAL_TOKEN_KEYS, REQUIRED_TOKEN_KEYS, WEIGHTS_KEY
 
@@ -116,7 +117,9 @@ def _stored(value: Any, key: str, index: int) -> tuple[np.ndarray, list[int]]:
     return tensor.reshape(-1).numpy(), np.asarray(tensor.shape, dtype=np.int64)
 
 
-def _row(collator: Any, example: Mapping[str, Any], index: int) -> dict[str, Any]:
+def _row(
+    collator: Any, example: Mapping[str, Any], index: int, row_format: RowFormat
+) -> dict[str, Any]:
     from ._collator import pretokenize_sample
 
     no_ints = np.zeros(0, dtype=np.int64)
@@ -125,7 +128,7 @@ def _row(collator: Any, example: Mapping[str, Any], index: int) -> dict[str, Any
     for key in STORED_MEDIA_KEYS:
         row[key], row[key + _SHAPE] = np.zeros(0, dtype=_DTYPES[key]), no_ints
     row.update(source_index=index, dropped_reason="", dropped_detail="")
-    conversation = _conversation_of(example)
+    conversation = _conversation_of(row_format.convert(example, index))
     try:
         sample = pretokenize_sample(collator, conversation)
     except SampleError as error:
@@ -155,14 +158,19 @@ def _row(collator: Any, example: Mapping[str, Any], index: int) -> dict[str, Any
 
 
 def _map_batch(
-    batch: Mapping[str, list[Any]], indices: list[int], rank: int | None, *, collator: Any
+    batch: Mapping[str, list[Any]],
+    indices: list[int],
+    rank: int | None,
+    *,
+    collator: Any,
+    row_format: RowFormat,
 ) -> dict:
     if rank is not None and torch.get_num_threads() != 1:
         # A forked worker must not reuse the parent's OpenMP pool (it can deadlock),
         # and num_proc workers with one thread each do not oversubscribe the cores.
         torch.set_num_threads(1)
     rows = [
-        _row(collator, {key: values[position] for key, values in batch.items()}, index)
+        _row(collator, {key: values[position] for key, values in batch.items()}, index, row_format)
         for position, index in enumerate(indices)
     ]
     return {key: [row[key] for row in rows] for key in rows[0]}
@@ -222,6 +230,7 @@ def pretokenize(
     dataset: Any,
     collator: Any,
     *,
+    format: str | RowFormat | None = None,
     num_proc: int | None = None,
     batch_size: int = 16,
     media_access: Any = None,
@@ -230,7 +239,8 @@ def pretokenize(
 
     A collator built with ``LabelPolicy(loss_weights=True)`` stores each
     sample's per-token ``loss_weights`` too (float32, unshifted like labels).
-    Rows hold a ``"conversation"`` as the chat collators take it. Images may be
+    Rows hold a ``"conversation"`` as the chat collators take it (or any
+    format given by ``format``). Images may be
     PIL images (the ``datasets.Image`` feature), paths, or placeholders
     ``{"type": "image"}`` filled in order from an ``"images"`` column. Errors
     raised by a policy set to ``"raise"`` propagate, naming the dataset row
@@ -246,9 +256,15 @@ def pretokenize(
         batch_size: Rows handed to each ``map`` call.
         media_access: A :class:`~vlm_collate.MediaAccess` (or a mapping of its
             options) replacing the collator's own media policy; None keeps it.
+        format: The rows' format (see :mod:`vlm_collate.formats`), for
+            example ``"sharegpt"`` or ``"auto"``; None uses the collator's
+            ``format``.
     """
     if media_access is not None:
         collator = attrs.evolve(collator, media_access=MediaAccess.coerce(media_access))
+    row_format = collator.format if format is None else get_format(format)
+    # Rows are converted once, here; the collator then sees the library's own samples.
+    collator = attrs.evolve(collator, format="conversation")
     stored = dataset.map(
         _map_batch,
         batched=True,
@@ -256,7 +272,7 @@ def pretokenize(
         with_indices=True,
         with_rank=True,
         num_proc=num_proc,
-        fn_kwargs={"collator": collator},
+        fn_kwargs={"collator": collator, "row_format": row_format},
         remove_columns=list(dataset.column_names),
         features=_features(),
         desc="pre-tokenizing",

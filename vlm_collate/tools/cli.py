@@ -1,9 +1,14 @@
 """The ``vlm-collate`` command.
 
-``vlm-collate inspect`` collates a JSONL dataset (the bundled example by
+``vlm-collate inspect`` collates a dataset file (the bundled example by
 default) and shows, token by token, what the model would be trained on.
-``vlm-collate bench`` runs the benchmark script. Every error this package
-raises is printed as one line, and the command exits with status 2.
+``vlm-collate convert`` rewrites a dataset in any supported row format as the
+library's own JSONL (or Parquet). ``vlm-collate bench`` runs the benchmark
+script. Every error this package raises is printed as one line (control
+characters from the data escaped), and the command exits with status 2.
+
+This module imports neither torch nor transformers: each command imports
+what it needs when it runs, so ``--help`` and ``--version`` answer at once.
 """
 
 from __future__ import annotations
@@ -13,16 +18,49 @@ import contextlib
 import importlib.resources
 import os
 import pathlib
+import re
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TextIO
 
+from .. import __version__
 from ..errors import ConfigurationError, VLMCollateError
+from ..formats import FORMATS
+from .terminal import visible
 
 __all__ = ["main"]
 
 DEFAULT_PROCESSOR = "qwen2_5_vl"
 EXIT_ERROR = 2
+# The families of vlm_collate.testing, named here so that --help needs no import of
+# transformers (tests/tools/test_cli.py checks the two lists agree).
+FAMILY_NAMES = (
+    "gemma4",
+    "kimi_k25",
+    "kimi_k25_remote",
+    "kimi_vl",
+    "llava_next_mistral",
+    "llava_onevision",
+    "nemotron_omni",
+    "nemotron_parse",
+    "phi4_mm",
+    "qwen2_5_vl",
+    "qwen2_vl",
+    "qwen3_omni",
+    "qwen3_vl",
+    "qwen3_vl_thinking",
+)
+FORMAT_NAMES = (*FORMATS, "auto")
+# Python option names in library messages, and the command-line flags that set them.
+_FLAGS = {
+    "empty_labels": "--empty-labels",
+    "special_tokens_in_text": "--special-tokens",
+    "overlong": "--overlong",
+    "unsupported_media": "--unsupported-media",
+    "unknown_roles": "--unknown-roles",
+    "format": "--format",
+}
+_OPTION_HINT = re.compile(r"\b(" + "|".join(_FLAGS) + r")=(['\"])([\w-]+)\2")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -30,14 +68,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     arguments = list(sys.argv[1:] if argv is None else argv)
     if arguments and arguments[0] == "bench":
         return _bench(arguments[1:])
-    parser = _parser()
-    options = parser.parse_args(arguments)
+    options = _parser().parse_args(arguments)
     try:
         return options.run(options)
     except VLMCollateError as exc:
-        message = " ".join(str(exc).split())
-        print(f"vlm-collate: error: {message}", file=sys.stderr)
+        error(str(exc))
         return EXIT_ERROR
+    except BrokenPipeError:
+        # The reader went away (``| head``): stop quietly, and keep the final
+        # flush at exit from raising again.
+        with contextlib.suppress(AttributeError, OSError, ValueError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+
+
+def error(message: str) -> None:
+    """Print ``message`` to stderr as one ``vlm-collate: error:`` line."""
+    print(f"vlm-collate: error: {as_cli_text(' '.join(message.split()))}", file=sys.stderr)
+
+
+def as_cli_text(text: str) -> str:
+    """``text`` with control characters escaped and Python option hints worded as flags."""
+    return _OPTION_HINT.sub(lambda found: f"{_FLAGS[found[1]]} {found[3]}", visible(text))
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -45,8 +97,10 @@ def _parser() -> argparse.ArgumentParser:
         prog="vlm-collate",
         description="Chat-style multimodal samples to VLM training batches, and a look at them.",
     )
+    parser.add_argument("--version", action="version", version=f"vlm-collate {__version__}")
     commands = parser.add_subparsers(title="commands", dest="command", required=True)
-    _add_inspect(commands)
+    for _name, add in _COMMANDS:
+        add(commands)
     bench = commands.add_parser(
         "bench",
         help="run the collate benchmarks (arguments go to vlm_collate.tools.bench)",
@@ -61,21 +115,29 @@ def _add_inspect(commands: Any) -> None:
         "inspect",
         help="show which tokens of each sample are trained",
         description=(
-            "Collate a JSONL dataset and show every row: trained tokens highlighted (or "
+            "Collate a dataset and show every row: trained tokens highlighted (or "
             "[[bracketed]] without colour), media placeholders collapsed, padding dimmed, and "
-            "every dropped, truncated or empty-label sample with its reason."
+            "every dropped, truncated, empty-label or refused sample with its reason. Relative "
+            "media paths are resolved against the data file's folder."
         ),
     )
     inspect.add_argument(
         "data",
         nargs="?",
-        help="JSONL file of {'conversation': [...]} samples (default: bundled example)",
+        help=(
+            "JSONL, JSON array, Parquet, a folder saved by datasets' save_to_disk, or a "
+            "datasets loading script (default: bundled example)"
+        ),
     )
+    add_format_option(inspect)
     inspect.add_argument(
         "--processor",
         default=DEFAULT_PROCESSOR,
         metavar="FAMILY|PATH",
-        help=f"a vlm_collate.testing family (default {DEFAULT_PROCESSOR}) or a local directory",
+        help=(
+            f"a vlm_collate.testing family (default {DEFAULT_PROCESSOR}), one of: "
+            f"{', '.join(FAMILY_NAMES)}; or a local processor directory"
+        ),
     )
     inspect.add_argument(
         "--max-length", type=_positive, metavar="N", help="longest allowed row, in tokens"
@@ -106,6 +168,13 @@ def _add_inspect(commands: Any) -> None:
         choices=("raise", "drop"),
         default="drop",
         help="policy for media the processor cannot take (default: drop, and say so)",
+    )
+    inspect.add_argument(
+        "--unknown-roles",
+        choices=("raise", "warn", "drop", "allow"),
+        default="warn",
+        help="policy for a role that is neither system/user/assistant/tool nor trained "
+        "(default: warn)",
     )
     inspect.add_argument("--pixel-dtype", metavar="DTYPE", help="e.g. float32, bfloat16 or auto")
     policy = inspect.add_argument_group(
@@ -152,7 +221,36 @@ def _add_inspect(commands: Any) -> None:
     inspect.add_argument(
         "--no-color", action="store_true", help="plain text, trained spans as [[...]]"
     )
+    add_keep_going_option(inspect)
     inspect.set_defaults(run=_inspect)
+
+
+def add_format_option(parser: argparse.ArgumentParser, default: str = "auto") -> None:
+    """The ``--format`` option, shared by the commands that read dataset rows."""
+    parser.add_argument(
+        "--format",
+        default=default,
+        metavar="|".join(FORMAT_NAMES),
+        help=f"row format of the data; auto picks the one format that fits (default: {default})",
+    )
+
+
+def add_keep_going_option(parser: argparse.ArgumentParser) -> None:
+    """``--keep-going`` (the default) and ``--fail-fast``, shared by the row-reading commands."""
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument(
+        "--keep-going",
+        dest="keep_going",
+        action="store_true",
+        default=True,
+        help="report every bad row and go on; the exit status is 2 if any was refused (default)",
+    )
+    group.add_argument(
+        "--fail-fast",
+        dest="keep_going",
+        action="store_false",
+        help="stop at the first bad row",
+    )
 
 
 def _turns(text: str) -> str | int:
@@ -179,12 +277,45 @@ def _positive(text: str) -> int:
 def _inspect(options: argparse.Namespace) -> int:
     # Set before transformers is imported, so that nothing tries the model hub.
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    _check_html_target(options.html)
     from ..registry import collator_for
     from . import inspect as inspection
+    from .datafiles import media_base
 
     with _data_path(options.data) as (data_path, source):
-        records = inspection.load_jsonl(data_path, limit=options.limit)
+        records = inspection.load_records(data_path, limit=options.limit, format=options.format)
+    if not options.keep_going:
+        first = next((record for record in records if record.error is not None), None)
+        if first is not None:
+            raise ConfigurationError(first.error)
     processor, processor_name = _load_processor(options.processor)
+    with inspection.captured_logs() as logged:
+        collator = collator_for(processor, **_collator_settings(options))
+    result = inspection.inspect_samples(
+        collator,
+        records,
+        batch_size=options.batch_size,
+        source=source,
+        processor=processor_name,
+        notes=[
+            f"relative media paths are resolved against {media_base(pathlib.Path(data_path))}",
+            *(record.getMessage() for record in logged),
+        ],
+        keep_going=options.keep_going,
+    )
+    color = _use_color(options.no_color, sys.stdout)
+    sys.stdout.write(as_cli_text(inspection.render_text(result, color=color)))
+    if options.html is not None:
+        _write(options.html, inspection.render_html(result))
+        print(f"wrote {options.html}")
+    sys.stdout.flush()
+    refused = inspection.refused_rows(result)
+    for message in refused:
+        error(message)
+    return EXIT_ERROR if refused else 0
+
+
+def _collator_settings(options: argparse.Namespace) -> dict[str, Any]:
     settings: dict[str, Any] = {
         "max_length": options.max_length,
         "shift_labels": options.shift,
@@ -192,6 +323,7 @@ def _inspect(options: argparse.Namespace) -> int:
         "overlong": options.overlong,
         "special_tokens_in_text": options.special_tokens,
         "unsupported_media": options.unsupported_media,
+        "unknown_roles": options.unknown_roles,
         "label_policy": {
             "turns": options.turns,
             "roles": options.roles,
@@ -202,21 +334,24 @@ def _inspect(options: argparse.Namespace) -> int:
     }
     if options.pixel_dtype is not None:
         settings["pixel_dtype"] = options.pixel_dtype
-    with inspection.captured_logs() as logged:
-        collator = collator_for(processor, **settings)
-    result = inspection.inspect_samples(
-        collator,
-        records,
-        batch_size=options.batch_size,
-        source=source,
-        processor=processor_name,
-        notes=[record.getMessage() for record in logged],
-    )
-    sys.stdout.write(inspection.render_text(result, color=_use_color(options.no_color, sys.stdout)))
-    if options.html is not None:
-        _write(options.html, inspection.render_html(result))
-        print(f"wrote {options.html}")
-    return 0
+    return settings
+
+
+def _check_html_target(path: pathlib.Path | None) -> None:
+    """Refuse an --html path that cannot be written, before any work is done."""
+    if path is None:
+        return
+    folder = path.parent if str(path.parent) else pathlib.Path(".")
+    if path.is_dir():
+        problem = "is a directory"
+    elif not folder.is_dir():
+        problem = f"its folder {str(folder)!r} does not exist"
+    elif not os.access(folder, os.W_OK):
+        problem = f"its folder {str(folder)!r} is not writable"
+    else:
+        return
+    msg = f"cannot write the HTML page {str(path)!r}: {problem}."
+    raise ConfigurationError(msg)
 
 
 @contextlib.contextmanager
@@ -272,3 +407,17 @@ def _bench(arguments: list[str]) -> int:
         print(f"vlm-collate: error: the bench command is not available ({exc})", file=sys.stderr)
         return EXIT_ERROR
     return bench.main(arguments)
+
+
+def _add_convert(commands: Any) -> None:
+    from .convert import add_parser
+
+    add_parser(commands)
+
+
+# Each subcommand: its name and the function that adds its parser (a table, so that
+# a new subcommand is one more line here and a module of its own).
+_COMMANDS: tuple[tuple[str, Callable[[Any], None]], ...] = (
+    ("inspect", _add_inspect),
+    ("convert", _add_convert),
+)

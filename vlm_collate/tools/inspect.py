@@ -1,6 +1,7 @@
 """Seeing what a collator trains on: the engine behind ``vlm-collate inspect``.
 
-:func:`load_jsonl` reads a dataset of chat samples, :func:`inspect_samples`
+:func:`load_records` reads and converts the rows of a dataset file (:func:`load_jsonl`
+reads a JSONL file of own-format samples), :func:`inspect_samples`
 collates it batch by batch and records, for every token of every row, whether
 it is prompt, trained, media placeholder or padding; :func:`render_text` and
 :func:`render_html` turn that record into a terminal view or a standalone HTML
@@ -17,7 +18,6 @@ import collections
 import contextlib
 import html
 import itertools
-import json
 import logging
 import os
 import pathlib
@@ -33,12 +33,14 @@ from ..errors import (
     BatchError,
     ConfigurationError,
     SampleError,
-    SampleTypeError,
     VLMCollateError,
     relocated,
 )
+from ..formats import RowFormat, get_format
 from ..labels import IGNORE_INDEX
 from ..media import is_remote, media_token_ids
+from .datafiles import RawRow, media_base, read_rows
+from .terminal import visible
 
 __all__ = [
     "BatchView",
@@ -50,6 +52,8 @@ __all__ = [
     "describe_row",
     "inspect_samples",
     "load_jsonl",
+    "load_records",
+    "refused_rows",
     "render_html",
     "render_text",
 ]
@@ -59,6 +63,8 @@ Kind = Literal["prompt", "trained", "media", "padding"]
 _MEDIA_KEYS = {kind: (kind, "path", "url") for kind in ("image", "video", "audio")}
 # base.py logs every dropped sample with this format; the report already shows them.
 _DROPPED_LOG_FORMAT = "dropped sample %d (%s): %s"
+# The DroppedSample reason of a row that could not be read, converted or collated.
+REFUSED = "refused"
 
 
 # -- data model ---------------------------------------------------------------
@@ -70,19 +76,27 @@ class Record:
 
     Args:
         index: Position of the sample in the file (0-based, blank lines skipped).
-        line: Line number in the file (1-based).
-        example: The sample, media paths resolved against the file's directory.
+        line: Line number in the file (1-based); None for files without lines (Parquet).
+        example: The sample, converted to the library's format, media paths
+            resolved against the file's directory.
+        error: Why the row could not be read or converted (``example`` is then empty).
     """
 
     index: int
-    line: int
-    example: Mapping[str, Any] = attrs.field(repr=False)
+    line: int | None
+    example: Mapping[str, Any] = attrs.field(repr=False, factory=dict)
+    error: str | None = None
 
     @property
     def name(self) -> str | None:
         """The sample's ``"id"``, if it has one."""
-        value = self.example.get("id")
+        value = self.example.get("id") if isinstance(self.example, Mapping) else None
         return str(value) if isinstance(value, (str, int)) else None
+
+    @property
+    def where(self) -> str:
+        """``"line 7"``, or ``"row 6"`` for files without lines."""
+        return f"line {self.line}" if self.line is not None else f"row {self.index}"
 
 
 @attrs.frozen
@@ -107,7 +121,7 @@ class SampleView:
     """What became of one sample: its row's tokens, counts and warnings."""
 
     index: int
-    line: int
+    line: int | None
     name: str | None
     segments: tuple[Segment, ...] = ()
     tokens: int = 0
@@ -167,41 +181,58 @@ def load_jsonl(path: str | os.PathLike[str], *, limit: int | None = None) -> lis
     """Read chat samples from a JSONL file, one JSON object per line.
 
     Relative image, video and audio paths are resolved against the file's
-    directory; blank lines are skipped.
+    directory; blank lines are skipped. The first unreadable line raises.
 
     Args:
         path: The JSONL file.
         limit: Read at most this many samples.
     """
+    records = load_records(path, limit=limit, format="conversation")
+    for record in records:
+        if record.error is not None:
+            msg = f"{path}, {record.error}"
+            raise SampleError(msg)
+    return records
+
+
+def load_records(
+    path: str | os.PathLike[str],
+    *,
+    limit: int | None = None,
+    format: str | RowFormat = "auto",
+) -> list[Record]:
+    """Read and convert the rows of a data file; rows that fail carry their ``error``.
+
+    Reads JSONL, a JSON array, Parquet, a saved ``datasets`` folder or a loading
+    script (see :mod:`vlm_collate.tools.datafiles`); each row is converted from
+    ``format`` to the library's own sample and its relative media paths are
+    resolved against the data file's folder.
+
+    Raises:
+        ConfigurationError: The file itself cannot be read.
+        SampleError: The file holds no rows.
+    """
     path = pathlib.Path(path)
-    if not path.is_file():
-        msg = f"data file {str(path)!r} does not exist."
-        raise ConfigurationError(msg)
-    records: list[Record] = []
-    with path.open(encoding="utf-8") as handle:
-        for line_number, line in enumerate(handle, start=1):
-            if limit is not None and len(records) >= limit:
-                break
-            if not line.strip():
-                continue
-            example = _resolve_media(_parse_line(line, path, line_number), path.parent)
-            records.append(Record(index=len(records), line=line_number, example=example))
+    row_format = get_format(format)
+    base = media_base(path)
+    records = [_record(row, row_format, base) for row in read_rows(path, limit=limit)]
     if not records:
         msg = f"{path}: the file holds no samples."
         raise SampleError(msg)
     return records
 
 
-def _parse_line(line: str, path: pathlib.Path, line_number: int) -> dict[str, Any]:
+def _record(row: RawRow, row_format: RowFormat, base: pathlib.Path) -> Record:
+    if row.error is not None:
+        return Record(index=row.index, line=row.line, error=row.error)
+    if not isinstance(row.value, dict):
+        error = f"{row.where}: expected a JSON object (got {type(row.value).__name__})"
+        return Record(index=row.index, line=row.line, error=error)
     try:
-        example = json.loads(line)
-    except json.JSONDecodeError as exc:
-        msg = f"{path}, line {line_number}: invalid JSON ({exc.msg} at column {exc.colno})."
-        raise SampleError(msg) from exc
-    if not isinstance(example, dict):
-        msg = f"{path}, line {line_number}: expected a JSON object (got {type(example).__name__})."
-        raise SampleTypeError(msg)
-    return example
+        example = row_format.convert(row.value, row.index)
+    except VLMCollateError as exc:
+        return Record(index=row.index, line=row.line, error=f"{exc} ({row.where})")
+    return Record(index=row.index, line=row.line, example=_resolve_media(example, base))
 
 
 def _resolve_media(example: dict[str, Any], base: pathlib.Path) -> dict[str, Any]:
@@ -270,10 +301,14 @@ def inspect_samples(
     source: str = "",
     processor: str = "",
     notes: Sequence[str] = (),
+    keep_going: bool = True,
 ) -> Inspection:
     """Collate ``records`` in batches of ``batch_size`` and describe every row.
 
-    A :class:`~vlm_collate.VLMCollateError` is raised again with the sample's
+    With ``keep_going`` (the default), a row that cannot be read, converted or
+    collated is shown as refused, with its error placed in the file, and the
+    other rows of its batch are collated without it. Otherwise the first
+    :class:`~vlm_collate.VLMCollateError` is raised again with the sample's
     position in the file (index and line) instead of its position in the batch.
     """
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0:
@@ -283,7 +318,7 @@ def inspect_samples(
     batches: list[BatchView] = []
     for number, start in enumerate(range(0, len(records), batch_size)):
         chunk = list(records[start : start + batch_size])
-        batch_views, batch_view = _inspect_batch(collator, chunk, number)
+        batch_views, batch_view = _inspect_chunk(collator, chunk, number, keep_going=keep_going)
         views.extend(batch_views)
         batches.append(batch_view)
     options = {
@@ -324,6 +359,57 @@ def _policy_options(collator: BaseCollator) -> dict[str, Any]:
     return shown
 
 
+def refused_rows(inspection: Inspection) -> list[str]:
+    """The one-line error of every refused row, in file order."""
+    return [
+        view.dropped.detail
+        for view in inspection.samples
+        if view.dropped is not None and view.dropped.reason == REFUSED
+    ]
+
+
+def _refused(record: Record, detail: str) -> SampleView:
+    return SampleView(
+        index=record.index,
+        line=record.line,
+        name=record.name,
+        dropped=DroppedSample(record.index, REFUSED, detail),
+    )
+
+
+def _inspect_chunk(
+    collator: BaseCollator, chunk: list[Record], number: int, *, keep_going: bool
+) -> tuple[list[SampleView], BatchView]:
+    """Describe one batch of records; with ``keep_going``, bad rows are refused, not raised."""
+    refused = {}
+    for record in chunk:
+        if record.error is not None:
+            if not keep_going:
+                raise SampleError(record.error)
+            refused[record.index] = _refused(record, record.error)
+    good = [record for record in chunk if record.index not in refused]
+    try:
+        views, batch_view = _inspect_batch(collator, good, number) if good else ([], None)
+    except VLMCollateError as exc:
+        if not keep_going:
+            raise
+        if len(good) == 1:
+            refused[good[0].index] = _refused(good[0], " ".join(str(exc).split()))
+        for record in good if len(good) > 1 else ():
+            try:
+                _inspect_batch(collator, [record], number)
+            except VLMCollateError as exc:
+                refused[record.index] = _refused(record, " ".join(str(exc).split()))
+        good = [record for record in good if record.index not in refused]
+        views, batch_view = _inspect_batch(collator, good, number) if good else ([], None)
+    if batch_view is None:
+        batch_view = BatchView(number=number, indices=(), shape=None)
+    by_index = {view.index: view for view in [*views, *refused.values()]}
+    indices = tuple(record.index for record in chunk)
+    ordered = [by_index[index] for index in indices]
+    return ordered, attrs.evolve(batch_view, indices=indices)
+
+
 def _inspect_batch(
     collator: BaseCollator, chunk: list[Record], number: int
 ) -> tuple[list[SampleView], BatchView]:
@@ -357,10 +443,10 @@ def _located(exc: VLMCollateError, chunk: Sequence[Record]) -> VLMCollateError:
     local = getattr(exc, "sample_index", None)
     if isinstance(exc, SampleError) and isinstance(local, int) and 0 <= local < len(chunk):
         record = chunk[local]
-        return relocated(exc, record.index, f"{exc.detail} (line {record.line})")
+        return relocated(exc, record.index, f"{exc.detail} ({record.where})")
     first, last = chunk[0], chunk[-1]
     where = (
-        f"batch of samples {first.index}-{last.index} (lines {first.line}-{last.line}; "
+        f"batch of samples {first.index}-{last.index} ({first.where} to {last.where}; "
         "sample numbers after this count from 0 within the batch)"
     )
     return type(exc)(f"{where}: {exc}")
@@ -547,16 +633,23 @@ def _repeats(kind: Kind, ids: list[int], t: int) -> bool:
     return kind in ("media", "padding") and ids[t] != ids[t - 1]
 
 
+# Tokens of left context decoded with each piece: enough for SentencePiece to keep a
+# piece's leading space, and bounded so that decoding a row stays linear in its length.
+_CONTEXT_TOKENS = 8
+
+
 def _decoded_pieces(ids: list[int], bounds: list[int], tokenizer: Any) -> list[str]:
     """Text of each ``ids[bounds[i]:bounds[i + 1]]``, decoded in context.
 
-    Decoding prefixes and taking differences keeps characters that
-    SentencePiece would drop at the start of a lone piece (a leading space).
+    Decoding a few tokens before the piece and taking the difference keeps
+    characters that SentencePiece would drop at the start of a lone piece (a
+    leading space).
     """
-    prefixes = [_decode(tokenizer, ids[:end]) for end in bounds]
     pieces = []
-    spans = zip(itertools.pairwise(bounds), itertools.pairwise(prefixes), strict=True)
-    for (start, end), (before, after) in spans:
+    for start, end in itertools.pairwise(bounds):
+        left = max(0, start - _CONTEXT_TOKENS)
+        before = _decode(tokenizer, ids[left:start])
+        after = _decode(tokenizer, ids[left:end])
         pieces.append(
             after[len(before) :] if after.startswith(before) else _decode(tokenizer, ids[start:end])
         )
@@ -593,7 +686,11 @@ _SHIFT_NOTE = (
 
 
 def _paint(text: str, style: str | None, color: bool) -> str:
-    """Colour ``text`` line by line, so a background never spills past a newline."""
+    """Colour ``text`` line by line, so a background never spills past a newline.
+
+    Control characters from the data are escaped first, coloured or not.
+    """
+    text = visible(text)
     if not color or style is None or not text:
         return text
     return "\n".join(f"{_ANSI[style]}{part}{_RESET}" if part else part for part in text.split("\n"))
@@ -636,6 +733,8 @@ def _legend(inspection: Inspection, color: bool) -> str:
 
 
 def _counts(view: SampleView) -> str:
+    if view.dropped is not None and view.dropped.reason == REFUSED:
+        return f"REFUSED: {view.dropped.detail}"
     if view.dropped is not None:
         return f"DROPPED ({view.dropped.reason}): {view.dropped.detail}"
     if not view.segments:
@@ -651,7 +750,8 @@ def _counts(view: SampleView) -> str:
 
 def _title(view: SampleView) -> str:
     name = f" [{view.name}]" if view.name else ""
-    return f"sample {view.index}{name} (line {view.line})"
+    where = f"line {view.line}" if view.line is not None else f"row {view.index}"
+    return f"sample {view.index}{name} ({where})"
 
 
 def _plural(count: int, noun: str, suffix: str = "") -> str:
@@ -691,8 +791,8 @@ def _batch_title(batch: BatchView) -> str:
 def render_text(inspection: Inspection, *, color: bool = False) -> str:
     """The terminal view; ANSI colours when ``color``, otherwise ``[[trained]]`` markers."""
     lines = [
-        *_settings(inspection),
-        *(f"note: {note}" for note in inspection.notes),
+        *(visible(line) for line in _settings(inspection)),
+        *(visible(f"note: {note}") for note in inspection.notes),
         _legend(inspection, color),
     ]
     by_index = {view.index: view for view in inspection.samples}
@@ -720,7 +820,7 @@ def _text_sample(view: SampleView, color: bool) -> list[str]:
                 for s in view.segments
             )
         else:
-            body = "".join(_plain_segment(segment) for segment in view.segments)
+            body = visible("".join(_plain_segment(segment) for segment in view.segments))
         lines.append(body.rstrip("\n"))
     return lines
 

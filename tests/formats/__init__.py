@@ -1,0 +1,1 @@
+"""Tests of vlm_collate.formats: row formats, detection and role checks."""
