@@ -10,6 +10,7 @@ the processor class names it handles with :func:`register_collator`.
 
 from __future__ import annotations
 
+from ._mrope import MRopeIndex
 from ._pipeline import BaseCollator, CollateReport, DroppedSample, SampleWarning
 from .errors import (
     BatchError,
@@ -88,6 +89,7 @@ __all__ = [
     "LabelStrategyError",
     "LegacyBPEMatch",
     "LlavaOneVisionCollator",
+    "MRopeIndex",
     "MediaError",
     "MediaStrategy",
     "MissingDependencyError",

@@ -28,6 +28,7 @@ import torch
 
 from ._options import one_of as _one_of
 from ._padding import padded_length, padded_side, repad, shift_for_next_token, token_axis_keys
+from ._padding_free import check_padding_free, padding_free_batch
 from ._prepare import prepare_sample
 from ._samples import MEDIA_TYPES, Sample, find_special_token, require_batch
 from ._template import render
@@ -180,6 +181,9 @@ class BaseCollator:
             or a mapping of its options). The default trains every assistant
             turn, as the seed does.
         media_strategy: Gathers and finishes media.
+        padding_free: Return one row ``[1, total]`` of the samples end to end, with
+            ``cu_seq_lens_q/k`` and ``max_length_q/k`` for flash-attention varlen
+            kernels, per-sample ``position_ids`` and no padding.
     """
 
     default_pixel_dtype: ClassVar[torch.dtype | None] = None
@@ -219,6 +223,7 @@ class BaseCollator:
     label_strategy: LabelStrategy | None = None
     label_policy: LabelPolicy = attrs.field(factory=LabelPolicy, converter=LabelPolicy.coerce)
     media_strategy: MediaStrategy | None = None
+    padding_free: bool = False
 
     last_report: CollateReport | None = attrs.field(init=False, default=None, eq=False, repr=False)
     dropped_counts: collections.Counter[str] = attrs.field(
@@ -244,6 +249,7 @@ class BaseCollator:
         if self.drop_overlong and self.max_length is None:
             msg = "'drop_overlong' needs 'max_length' (got None)."
             raise ConfigurationError(msg)
+        check_padding_free(self)
 
     @classmethod
     def from_processor(cls, processor: Any, **options: Any) -> BaseCollator:
@@ -276,8 +282,11 @@ class BaseCollator:
                 break
             samples = self._without(samples, rejected, report)
         report.kept = [sample.index for sample in samples]
-        batch = self.pad(batch, samples)
-        return self.media(batch, samples)
+        if not self.padding_free:
+            return self.media(self.pad(batch, samples), samples)
+        lengths = self._attention_mask(batch).sum(dim=1).tolist()
+        batch = self.media(self.pad(batch, samples), samples)
+        return padding_free_batch(self, batch, samples, lengths)
 
     # -- steps ---------------------------------------------------------------
 

@@ -15,7 +15,7 @@ them (a document without them weighs 1.0 on its trained tokens).
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal
 
 import attrs
@@ -97,13 +97,20 @@ def _fit(
     return None
 
 
-def _document(row: _Row, number: int) -> dict[str, torch.Tensor]:
+RopeIndex = Callable[[Mapping[str, Any]], torch.Tensor]
+
+
+def _document(row: _Row, number: int, rope_index: RopeIndex | None) -> dict[str, torch.Tensor]:
     length = _shifted_length(row)
+    if rope_index is None:
+        positions = torch.arange(length, dtype=torch.long)
+    else:  # the whole sample's positions, as the model computes them for it alone
+        positions = torch.as_tensor(rope_index({**row.tokens, **row.media})).long()[:, :-1]
     document = {
         "input_ids": row.tokens["input_ids"][:-1],
         "labels": row.tokens["labels"][1:],
         "attention_mask": torch.full((length,), number, dtype=torch.long),
-        "position_ids": torch.arange(length, dtype=torch.long),
+        "position_ids": positions,
     }
     if "mm_token_type_ids" in row.tokens:
         document["mm_token_type_ids"] = row.tokens["mm_token_type_ids"][:-1]
@@ -112,10 +119,12 @@ def _document(row: _Row, number: int) -> dict[str, torch.Tensor]:
     return document
 
 
-def _assemble(rows: Sequence[_Row], *, weighted: bool) -> dict[str, Any]:
-    documents = [_document(row, number) for number, row in enumerate(rows, start=1)]
+def _assemble(
+    rows: Sequence[_Row], *, weighted: bool, rope_index: RopeIndex | None
+) -> dict[str, Any]:
+    documents = [_document(row, number, rope_index) for number, row in enumerate(rows, start=1)]
     packed: dict[str, Any] = {
-        key: torch.cat([document[key] for document in documents])
+        key: torch.cat([document[key] for document in documents], dim=-1)
         for key in ("input_ids", "labels", "attention_mask", "position_ids")
     }
     if any("mm_token_type_ids" in document for document in documents):
@@ -145,6 +154,7 @@ def pack(
     *,
     overlong: OverlongPackPolicy = "raise",
     processor: Any = None,
+    rope_index: RopeIndex | None = None,
 ) -> PackResult:
     """Pack pre-tokenized samples, greedy first-fit, into rows of at most ``pack_size`` positions.
 
@@ -168,6 +178,11 @@ def pack(
         overlong: Policy for a sample that cannot fit in any pack.
         processor: Locates media tokens for ``"truncate"`` when samples have
             no ``mm_token_type_ids``.
+        rope_index: For mRoPE models (Qwen2/2.5/3-VL): a callable giving one
+            sample's ``[3, n]`` positions, such as
+            ``MRopeIndex.from_processor(processor)``; each document then gets
+            the 3-D positions the model computes for it alone, and packs get
+            ``position_ids`` ``[3, S]``. None gives 1-D positions.
     """
     if isinstance(pack_size, bool) or not isinstance(pack_size, int) or pack_size < 1:
         msg = f"'pack_size' must be a positive int (got {pack_size!r})."
@@ -196,6 +211,6 @@ def pack(
         bins[target].append(row)
         room[target] -= size
     weighted = any(WEIGHTS_KEY in row.tokens for rows in bins for row in rows)
-    result.packs.extend(_assemble(rows, weighted=weighted) for rows in bins)
+    result.packs.extend(_assemble(rows, weighted=weighted, rope_index=rope_index) for rows in bins)
     result.documents.extend([row.index for row in rows] for rows in bins)
     return result
