@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal
 
 import attrs
@@ -158,12 +158,16 @@ class Qwen3OmniCollator(BaseCollator):
     Args:
         use_audio_in_video: Feed each video's soundtrack with its frames (the model's
             forward must then be told ``use_audio_in_video=True`` as well).
+        rope_index: With ``padding_free=True``, a callable giving one sample's
+            ``[3, n]`` positions (its tensors and media grids in a mapping); the
+            Omni models' positions also depend on audio lengths, so none is derived.
     """
 
     padding_side: Literal["left", "right"] | None = attrs.field(
         default="right", validator=attrs.validators.optional(_one_of("left", "right"))
     )
     use_audio_in_video: bool = False
+    rope_index: Callable[[Mapping[str, Any]], Any] | None = None
     label_strategy: LabelStrategy = attrs.field(factory=_omni_labels)
     media_strategy: MediaStrategy = attrs.field(default=attrs.Factory(_omni_media, takes_self=True))
 
