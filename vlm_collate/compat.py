@@ -19,8 +19,10 @@ import attrs
 import torch
 
 from ._padding import padded_side, token_axis_keys
+from ._padding_free import segment_lengths, varlen_kwargs
 from ._pipeline import BaseCollator
 from ._samples import Sample
+from .errors import SampleError
 from .families.default import DefaultCollator
 from .families.gemma4 import Gemma4Collator, insert_after_marker, thinking_ids
 from .families.kimi_k25 import KimiK25VLCollator
@@ -39,7 +41,7 @@ from .labels import (
     LegacyBPEMatch,
     tokenizer_of,
 )
-from .media import MEDIA_KEYS
+from .media import MEDIA_KEYS, PIXEL_KEYS
 from .pretokenized import NeatPackedCollator, PreTokenizedCollator
 from .robust import make_robust_collate
 
@@ -57,6 +59,7 @@ __all__ = [
     "neat_packed_vlm_collater",
     "nemotron_omni_collate_fn",
     "nemotron_parse_collate_fn",
+    "packed_sequence_thd_vlm_collater",
     "pad_collate_fn",
     "phi4_mm_collate_fn",
     "qwen2_5_collate_fn",
@@ -74,6 +77,8 @@ IMSTART_TEMPLATE_PROCESSORS = frozenset(
         "Qwen3OmniMoeProcessor",
     }
 )
+
+WEIGHTS = "loss_weights"
 
 PostTokenizeHook = Callable[[dict[str, Any], Any], dict[str, Any]]
 
@@ -268,12 +273,85 @@ def neat_packed_vlm_collater(
     batch: list[dict],
     padding_idx: int = 0,
     max_length: int | None = None,
-    attn_implementation: str = "sdpa",
+    attn_implementation: str | None = None,
+    materialize_4d_mask: bool = True,
 ) -> dict:
-    """The seed's ``neat_packed_vlm_collater`` on :class:`~vlm_collate.NeatPackedCollator`."""
-    return NeatPackedCollator(
-        padding_idx=padding_idx, max_length=max_length, attn_implementation=attn_implementation
+    """NeMo Automodel's ``neat_packed_vlm_collater`` on :class:`~vlm_collate.NeatPackedCollator`.
+
+    ``attn_implementation=None`` (or ``"sdpa"`` / ``"eager"``) gives the 4-D
+    block-causal mask, or with ``materialize_4d_mask=False`` the indexed
+    ``[B, S]`` map (also as ``_packed_seq_ids``). ``"flash_attention_2"``
+    gives no ``attention_mask`` but ``cu_seq_lens_q/k`` and ``max_length_q/k``
+    over the flattened ``[B * S]`` rows (padding runs are segments of their
+    own, and a segment never continues into the next row), with
+    ``_packed_seq_ids`` when a row holds two or more documents.
+    """
+    collator = NeatPackedCollator(
+        padding_idx=padding_idx,
+        max_length=max_length,
+        attn_implementation=attn_implementation or "sdpa",
+        materialize_4d_mask=materialize_4d_mask,
+    )
+    out = collator(batch)
+    if collator.attn_implementation == "flash_attention_2":
+        document_ids = out.pop("attention_mask")
+        out.update(varlen_kwargs(segment_lengths(document_ids)))
+    return out
+
+
+def packed_sequence_thd_vlm_collater(
+    batch: list[dict],
+    padding_idx: int = 0,
+    max_length: int | None = None,
+    seq_lens_padding_value: int = -1000,
+) -> dict:
+    """NeMo Automodel's THD collater (Transformer Engine, context parallelism) on our classes.
+
+    Packs are padded to one length by :class:`~vlm_collate.NeatPackedCollator`
+    (``input_ids``, ``labels``, ``position_ids`` ``[B, S]`` or mRoPE
+    ``[3, B, S]``, media concatenated). Each row's document lengths come from
+    the pack's ``seq_lens`` and ``seq_lens_padded`` when it has both, else
+    from its indexed ``attention_mask``; the row's padding is added to its
+    last document's padded length, so ``seq_lens_padded`` always sums to
+    ``S``. Rows are right-padded with ``seq_lens_padding_value`` to the
+    most documents in the batch. ``qkv_format`` is ``"thd"``.
+    """
+    out = NeatPackedCollator(
+        padding_idx=padding_idx, max_length=max_length, attn_implementation="flash_attention_2"
     )(batch)
+    length = out["input_ids"].shape[1]
+    rows = [_thd_lengths(pack, index, length) for index, pack in enumerate(batch)]
+    most = max(len(real) for real, _ in rows)
+    result = {key: out[key] for key in ("input_ids", "labels", "position_ids")}
+    for position, key in enumerate(("seq_lens", "seq_lens_padded")):
+        padded = [row[position] + [seq_lens_padding_value] * (most - len(row[0])) for row in rows]
+        result[key] = torch.tensor(padded, dtype=torch.long)
+    result["qkv_format"] = "thd"
+    kept = (*PIXEL_KEYS, "image_grid_thw", "image_position_ids", "video_grid_thw")
+    result.update({key: out[key] for key in (*kept, "second_per_grid_ts", WEIGHTS) if key in out})
+    return result
+
+
+def _thd_lengths(pack: Mapping[str, Any], index: int, length: int) -> tuple[list[int], list[int]]:
+    """A pack's real and padded document lengths; the padded ones fill ``length``."""
+    size = int(torch.as_tensor(pack["input_ids"]).shape[-1])
+    if ("seq_lens" in pack) != ("seq_lens_padded" in pack):
+        msg = "a pack needs both 'seq_lens' and 'seq_lens_padded', or neither"
+        raise SampleError(msg, sample_index=index)
+    if "seq_lens" not in pack:
+        real = torch.bincount(torch.as_tensor(pack["attention_mask"]).long().reshape(-1))[1:]
+        real = real[real > 0].tolist() or [size]
+        return real, [*real[:-1], real[-1] + length - sum(real)]
+    real = torch.as_tensor(pack["seq_lens"]).long().reshape(-1).tolist()
+    slots = torch.as_tensor(pack["seq_lens_padded"]).long().reshape(-1).tolist()
+    valid = len(real) == len(slots) and bool(slots) and sum(slots) == size
+    if not valid or any(not 0 <= kept <= slot for kept, slot in zip(real, slots, strict=True)):
+        msg = (
+            f"'seq_lens_padded' must have one entry per 'seq_lens' entry, each at least as long, "
+            f"summing to the pack's {size} tokens (got seq_lens={real}, seq_lens_padded={slots})"
+        )
+        raise SampleError(msg, sample_index=index)
+    return real, [*slots[:-1], slots[-1] + length - size]
 
 
 def _cached_plain(cls: type, processor: Any, **options: Any) -> Any:
