@@ -68,14 +68,13 @@ def samples() -> list[dict]:
 
 
 def logits(model, batch: dict, attention_mask: torch.Tensor) -> torch.Tensor:
-    inputs = {key: batch[key] for key in ("pixel_values", "image_grid_thw") if key in batch}
+    """Logits of the whole batch passed as the model's keyword arguments (varlen ones
+    included, which sdpa ignores), with ``attention_mask`` added."""
+    bookkeeping = ("labels", "n_images_per_sample", "_packed_seq_ids")
+    inputs = {key: value for key, value in batch.items() if key not in bookkeeping}
+    inputs["attention_mask"] = attention_mask
     with torch.no_grad():
-        return model(
-            input_ids=batch["input_ids"],
-            position_ids=batch["position_ids"],
-            attention_mask=attention_mask,
-            **inputs,
-        ).logits[0]
+        return model(**inputs).logits[0]
 
 
 def alone_logits(model, processor, sample: dict) -> torch.Tensor:
