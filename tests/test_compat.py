@@ -44,6 +44,7 @@ NEMO_07_SIGNATURES = {
         "max_length": None,
         "attn_implementation": None,
         "materialize_4d_mask": True,
+        "packing": None,
     },
     "packed_sequence_thd_vlm_collater": {
         "batch": inspect.Parameter.empty,

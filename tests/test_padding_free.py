@@ -43,6 +43,17 @@ class TestPaddingFreeBatch:
             assert alone["input_ids"][0].tolist() == batch["input_ids"][0, piece].tolist()
             assert alone["labels"][0].tolist() == batch["labels"][0, piece].tolist()
 
+    def test_truncated_rows_equal_each_sample_alone(self, qwen):
+        """With overlong='truncate' each slice is the sample cut to max_length, as alone."""
+        samples = [text_sample("word " * 40), text_sample("Short."), text_sample("more " * 30)]
+        options = {"max_length": 24, "overlong": "truncate", "empty_labels": "drop"}
+        batch = vc.Qwen25VLCollator(processor=qwen, padding_free=True, **options)(samples)
+        cuts = batch["cu_seq_lens_q"].tolist()
+        for row, alone in enumerate(alone_rows(vc.Qwen25VLCollator, qwen, samples, **options)):
+            piece = slice(cuts[row], cuts[row + 1])
+            assert alone["input_ids"][0].tolist() == batch["input_ids"][0, piece].tolist()
+            assert alone["labels"][0].tolist() == batch["labels"][0, piece].tolist()
+
     def test_one_row_without_padding_or_attention_mask(self, qwen):
         """The batch is one row as long as the samples alone, with no attention_mask."""
         samples = mixed_samples()

@@ -19,10 +19,10 @@ import attrs
 import torch
 
 from ._padding import padded_side, token_axis_keys
-from ._padding_free import segment_lengths, varlen_kwargs
+from ._padding_free import cu_seq_lens, segment_lengths, varlen_kwargs
 from ._pipeline import BaseCollator
 from ._samples import Sample
-from .errors import SampleError
+from .errors import BatchError, ConfigurationError, SampleError
 from .families.default import DefaultCollator
 from .families.gemma4 import Gemma4Collator, insert_after_marker, thinking_ids
 from .families.kimi_k25 import KimiK25VLCollator
@@ -42,7 +42,7 @@ from .labels import (
     tokenizer_of,
 )
 from .media import MEDIA_KEYS, PIXEL_KEYS
-from .pretokenized import NeatPackedCollator, PreTokenizedCollator
+from .pretokenized import NeatPackedCollator, PreTokenizedCollator, block_causal_mask
 from .robust import make_robust_collate
 
 __all__ = [
@@ -269,34 +269,105 @@ def pad_collate_fn(
     return _cached_plain(PreTokenizedCollator, processor, **options)(examples)
 
 
+# NeMo Automodel 0.7 takes these attn_implementation names for its flash-attention varlen layout.
+FLASH_ATTENTION_NAMES = frozenset({"flash_attention_2", "flash_attention_3", "flash_attention_4"})
+PACKED_MASK_TYPES = ("block_causal", "document_ids", "flash_varlen")
+
+
 def neat_packed_vlm_collater(
     batch: list[dict],
     padding_idx: int = 0,
     max_length: int | None = None,
     attn_implementation: str | None = None,
     materialize_4d_mask: bool = True,
+    *,
+    packing: Any = None,
 ) -> dict:
-    """NeMo Automodel's ``neat_packed_vlm_collater`` on :class:`~vlm_collate.NeatPackedCollator`.
+    """NeMo Automodel 0.7's ``neat_packed_vlm_collater`` on ``NeatPackedCollator``.
 
-    ``attn_implementation=None`` (or ``"sdpa"`` / ``"eager"``) gives the 4-D
-    block-causal mask, or with ``materialize_4d_mask=False`` the indexed
-    ``[B, S]`` map (also as ``_packed_seq_ids``). ``"flash_attention_2"``
-    gives no ``attention_mask`` but ``cu_seq_lens_q/k`` and ``max_length_q/k``
-    over the flattened ``[B * S]`` rows (padding runs are segments of their
-    own, and a segment never continues into the next row), with
-    ``_packed_seq_ids`` when a row holds two or more documents.
+    The mask layout comes from ``packing`` (an object with NeMo's
+    ``packed_mask_type`` and ``requires_packed_sequence_metadata``), else
+    from ``attn_implementation``: None, ``"sdpa"`` and ``"eager"`` give the
+    ``"block_causal"`` layout, a 4-D boolean mask (the indexed ``[B, S]`` map
+    with ``materialize_4d_mask=False``); ``"flash_attention_2"`` (or ``_3``,
+    ``_4``) gives ``"flash_varlen"``: no ``attention_mask`` but
+    ``cu_seq_lens_q/k`` and ``max_length_q/k`` over the flattened
+    ``[B * S]`` rows, padding runs being segments of their own and no
+    segment continuing into the next row. ``"document_ids"`` keeps the
+    indexed map. ``_packed_seq_ids`` (the indexed map) is added when a row
+    holds two or more documents, without a 4-D mask, or with metadata.
+    Pixels are bfloat16 and ``mm_token_type_ids`` is always present, as in
+    NeMo.
     """
-    collator = NeatPackedCollator(
+    mask_type, metadata = _packing_layout(attn_implementation, packing)
+    out = NeatPackedCollator(
         padding_idx=padding_idx,
         max_length=max_length,
-        attn_implementation=attn_implementation or "sdpa",
-        materialize_4d_mask=materialize_4d_mask,
-    )
-    out = collator(batch)
-    if collator.attn_implementation == "flash_attention_2":
-        document_ids = out.pop("attention_mask")
+        attn_implementation="flash_attention_2",  # the indexed map; the layout is built here
+        pixel_dtype=torch.bfloat16,
+    )(batch)
+    document_ids = out.pop("attention_mask")
+    out.pop("_packed_seq_ids", None)
+    out.setdefault("mm_token_type_ids", torch.zeros_like(out["input_ids"]))
+    if mask_type == "flash_varlen":
         out.update(varlen_kwargs(segment_lengths(document_ids)))
+    elif mask_type == "block_causal" and materialize_4d_mask:
+        out["attention_mask"] = block_causal_mask(document_ids)
+    else:
+        out["attention_mask"] = document_ids
+    if metadata:
+        out.update(packed_sequence_metadata(document_ids))
+    if bool((document_ids > 1).any()) or not materialize_4d_mask or metadata:
+        out["_packed_seq_ids"] = document_ids
     return out
+
+
+def _packing_layout(attn_implementation: str | None, packing: Any) -> tuple[str, bool]:
+    """The packed mask type and whether metadata is asked for, from ``packing`` first."""
+    if packing is not None:
+        mask_type = getattr(packing, "packed_mask_type", None)
+        if mask_type not in PACKED_MASK_TYPES:
+            msg = (
+                f"'packing.packed_mask_type' must be one of {PACKED_MASK_TYPES} (got {mask_type!r})"
+            )
+            msg += "."
+            raise ConfigurationError(msg)
+        return mask_type, bool(getattr(packing, "requires_packed_sequence_metadata", False))
+    if attn_implementation in FLASH_ATTENTION_NAMES:
+        return "flash_varlen", False
+    if attn_implementation in (None, "sdpa", "eager"):
+        return "block_causal", False
+    names = ", ".join(sorted(FLASH_ATTENTION_NAMES))
+    msg = (
+        f"'attn_implementation' must be None, 'sdpa', 'eager' or one of {names} "
+        f"(got {attn_implementation!r})."
+    )
+    raise ConfigurationError(msg)
+
+
+def packed_sequence_metadata(document_ids: torch.Tensor) -> dict[str, Any]:
+    """Row-local packed-sequence metadata of an indexed ``[B, S]`` map, as NeMo 0.7 gives it.
+
+    ``packed_token_indices`` ``[B, S]`` (int64): each token's position in its
+    row, -1 on padding; ``cu_seqlens`` ``[B, most documents + 1]`` (int32):
+    each row's cumulative document lengths from 0, then -1; ``max_seqlen``:
+    the longest document, an int.
+    """
+    real = document_ids > 0
+    if not bool(real.any()):
+        msg = "a packed batch needs at least one real token (every attention_mask entry is 0)"
+        raise BatchError(msg)
+    rows, length = document_ids.shape
+    indices = torch.arange(length).expand(rows, -1).masked_fill(~real, -1)
+    most = max(1, int(document_ids.max()))
+    cumulative = torch.full((rows, most + 1), -1, dtype=torch.int32)
+    longest = 0
+    for row in range(rows):
+        counts = torch.bincount(document_ids[row][real[row]], minlength=most + 1)[1:]
+        counts = counts[counts > 0]
+        cumulative[row, : counts.numel() + 1] = cu_seq_lens(counts.tolist())
+        longest = max(longest, int(counts.max()) if counts.numel() else 0)
+    return {"packed_token_indices": indices, "cu_seqlens": cumulative, "max_seqlen": longest}
 
 
 def packed_sequence_thd_vlm_collater(
@@ -317,7 +388,10 @@ def packed_sequence_thd_vlm_collater(
     most documents in the batch. ``qkv_format`` is ``"thd"``.
     """
     out = NeatPackedCollator(
-        padding_idx=padding_idx, max_length=max_length, attn_implementation="flash_attention_2"
+        padding_idx=padding_idx,
+        max_length=max_length,
+        attn_implementation="flash_attention_2",
+        pixel_dtype=torch.bfloat16,
     )(batch)
     length = out["input_ids"].shape[1]
     rows = [_thd_lengths(pack, index, length) for index, pack in enumerate(batch)]
@@ -327,8 +401,9 @@ def packed_sequence_thd_vlm_collater(
         padded = [row[position] + [seq_lens_padding_value] * (most - len(row[0])) for row in rows]
         result[key] = torch.tensor(padded, dtype=torch.long)
     result["qkv_format"] = "thd"
-    kept = (*PIXEL_KEYS, "image_grid_thw", "image_position_ids", "video_grid_thw")
-    result.update({key: out[key] for key in (*kept, "second_per_grid_ts", WEIGHTS) if key in out})
+    media = (*PIXEL_KEYS, "image_grid_thw", "image_position_ids", "video_grid_thw")
+    counts = ("second_per_grid_ts", "n_images_per_sample", "n_videos_per_sample")
+    result.update({key: out[key] for key in (*media, *counts, WEIGHTS) if key in out})
     return result
 
 
