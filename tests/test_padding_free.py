@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import pytest
 import torch
+from hypothesis import given, settings
 from PIL import Image
 
 import vlm_collate as vc
 from tests.helpers.chat import image_sample, text_sample
 from vlm_collate.testing import build_processor, decoded_label_runs
+from vlm_collate.testing.strategies import examples
 
 IGNORE = -100
+QWEN = build_processor("qwen2_5_vl")  # one processor for every generated example
 
 
 @pytest.fixture(scope="module")
@@ -127,6 +130,25 @@ class TestPaddingFreeBatch:
         assert batch["loss_weights"].shape == batch["labels"].shape
         assert {2.0} == set(batch["loss_weights"][trained].tolist())
         assert {0.0} == set(batch["loss_weights"][~trained].tolist())
+
+
+class TestPaddingFreeProperties:
+    @settings(max_examples=8)
+    @given(batch=examples(max_size=3, with_images=True))
+    def test_any_batch_is_its_samples_alone_end_to_end(self, batch):
+        """For any generated batch, the row is every sample's own batch of one, end to end,
+        with boundaries and positions restarting where each sample starts."""
+        processor = QWEN
+        options = {"empty_labels": "warn", "special_tokens_in_text": "allow"}
+        free = vc.Qwen25VLCollator(processor=processor, padding_free=True, **options)(batch)
+        alone = alone_rows(vc.Qwen25VLCollator, processor, batch, **options)
+        lengths = [row["input_ids"].shape[1] for row in alone]
+        assert (
+            torch.cumsum(torch.tensor([0, *lengths]), 0).tolist() == free["cu_seq_lens_q"].tolist()
+        )
+        for key in ("input_ids", "labels"):
+            expected = torch.cat([row[key][0] for row in alone]).tolist()
+            assert [expected] == free[key].tolist()
 
 
 class TestPaddingFreeRefusals:
