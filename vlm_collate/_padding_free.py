@@ -32,6 +32,7 @@ from .media import MEDIA_KEYS
 __all__ = [
     "check_padding_free",
     "cu_seq_lens",
+    "flatten_padded",
     "padding_free_batch",
     "rope_index_for",
     "sample_positions",
@@ -140,10 +141,9 @@ def _media_slices(batch: Mapping[str, Any], rows: int) -> list[dict[str, torch.T
 def padding_free_batch(
     collator: Any, batch: dict[str, Any], samples: Sequence[Any], lengths: Sequence[int]
 ) -> dict[str, Any]:
-    """Turn a padded chat batch ``[B, L]`` into one padding-free row ``[1, total]``.
+    """Turn a chat collator's padded batch ``[B, L]`` into one padding-free row ``[1, total]``.
 
-    ``lengths`` are the rows' real lengths before padding and shifting; a
-    shifted row keeps one token fewer, as it would alone.
+    ``lengths`` are the rows' real lengths before padding and shifting.
     """
     fake = [sample.index for sample in samples if sample.example.get("_injected_fake")]
     if fake:
@@ -152,14 +152,34 @@ def padding_free_batch(
             "from attention (it has no attention_mask); use padded batches with fake images."
         )
         raise BatchError(msg)
+    side = collator.padding_side or getattr(collator.tokenizer, "padding_side", "right")
+    rope_index = rope_index_for(collator.processor, getattr(collator, "rope_index", None))
+    return flatten_padded(
+        batch, lengths, side=side, shift=collator.shift_labels, rope_index=rope_index
+    )
+
+
+def flatten_padded(
+    batch: dict[str, Any],
+    lengths: Sequence[int],
+    *,
+    side: str,
+    shift: bool,
+    rope_index: RopeIndex | None,
+) -> dict[str, Any]:
+    """Lay the real tokens of a padded (and maybe shifted) batch end to end in one row.
+
+    Row ``i`` held ``lengths[i]`` real tokens before padding and shifting,
+    on the side opposite ``side``; a shifted row keeps one token fewer, as it
+    would alone.
+    """
     batch.pop("attention_mask", None)
     keys = token_axis_keys(batch, exclude=MEDIA_KEYS)
-    rows = _real_tokens(collator, batch, keys, lengths)
+    rows = _real_tokens(batch, keys, lengths, side=side, shift=shift)
     for row, media in zip(rows, _media_slices(batch, len(rows)), strict=True):
         row.update(media)
-    if not collator.shift_labels:
+    if not shift:
         _untrain_first_tokens(rows)
-    rope_index = rope_index_for(collator.processor, getattr(collator, "rope_index", None))
     batch["position_ids"] = sample_positions(rows, rope_index)
     for key in keys:
         batch[key] = torch.cat([row[key] for row in rows]).unsqueeze(0)
@@ -168,15 +188,13 @@ def padding_free_batch(
 
 
 def _real_tokens(
-    collator: Any, batch: Mapping[str, Any], keys: Sequence[str], lengths: Sequence[int]
+    batch: Mapping[str, Any], keys: Sequence[str], lengths: Sequence[int], *, side: str, shift: bool
 ) -> list[dict[str, torch.Tensor]]:
-    """Each row's real tokens of ``keys``, read on the side the pad step padded."""
+    """Each row's real tokens of ``keys``, read on the side the rows were padded."""
     width = batch["input_ids"].shape[1]
-    shift = int(collator.shift_labels)
-    side = collator.padding_side or getattr(collator.tokenizer, "padding_side", "right")
     rows = []
     for row, length in enumerate(lengths):
-        kept = max(min(int(length), width + shift) - shift, 0)
+        kept = max(min(int(length), width + int(shift)) - int(shift), 0)
         span = slice(0, kept) if side == "right" else slice(width - kept, width)
         rows.append({key: batch[key][row, span] for key in keys})
     return rows

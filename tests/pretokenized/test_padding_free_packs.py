@@ -1,4 +1,4 @@
-"""NeatPackedCollator(padding_free=True) and pack(rope_index=...)."""
+"""Padding-free pre-tokenized input: PreTokenizedCollator, NeatPackedCollator, pack(rope_index=...)."""
 
 from __future__ import annotations
 
@@ -71,3 +71,32 @@ class TestPackRopeIndex:
         packed = vc.pack(pretokenized, 512, rope_index=rope_index).packs[0]
         batch = vc.Qwen25VLCollator(processor=processor, padding_free=True)(samples)
         assert batch["position_ids"][:, 0].tolist() == packed["position_ids"].tolist()
+
+
+class TestPreTokenizedPaddingFree:
+    @pytest.mark.parametrize("side", ["left", "right"])
+    @pytest.mark.parametrize("shift", [True, False])
+    def test_same_batch_as_the_chat_collator(self, side, shift):
+        """Pre-tokenized samples give exactly the chat collator's padding-free batch."""
+        processor = build_processor("qwen2_5_vl")
+        samples = [
+            image_sample("A red box.", Image.new("RGB", (56, 84))),
+            text_sample("Hello there."),
+            image_sample("Two.", Image.new("RGB", (84, 56))),
+        ]
+        options = {"padding_free": True, "padding_side": side, "shift_labels": shift}
+        chat = vc.Qwen25VLCollator(processor=processor, **options)
+        pretokenized = [vc.pretokenize_sample(chat, sample) for sample in samples]
+        expected = chat(samples)
+        actual = vc.PreTokenizedCollator(processor=processor, **options)(pretokenized)
+        assert sorted(expected) == sorted(actual)
+        for key, value in expected.items():
+            if isinstance(value, torch.Tensor):
+                assert value.tolist() == actual[key].tolist(), key
+            else:
+                assert value == actual[key], key
+
+    def test_padding_options_are_refused(self):
+        """padding='max_length' contradicts padding_free and raises ConfigurationError."""
+        with pytest.raises(vc.ConfigurationError, match="padding_free"):
+            vc.PreTokenizedCollator(padding_free=True, padding="max_length", max_length=8)
