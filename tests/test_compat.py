@@ -5,6 +5,7 @@ from __future__ import annotations
 import inspect
 
 import pytest
+import torch
 from PIL import Image
 
 from vlm_collate import compat
@@ -35,6 +36,23 @@ SEED_SIGNATURES = {
     "qwen2_5_collate_fn": ["examples", "processor"],
     "qwen3_omni_collate_fn": ["examples", "processor", "use_audio_in_video"],
 }
+# NeMo Automodel 0.7's packing functions: parameters in order, with their defaults.
+NEMO_07_SIGNATURES = {
+    "neat_packed_vlm_collater": {
+        "batch": inspect.Parameter.empty,
+        "padding_idx": 0,
+        "max_length": None,
+        "attn_implementation": None,
+        "materialize_4d_mask": True,
+        "packing": None,
+    },
+    "packed_sequence_thd_vlm_collater": {
+        "batch": inspect.Parameter.empty,
+        "padding_idx": 0,
+        "max_length": None,
+        "seq_lens_padding_value": -1000,
+    },
+}
 SEED_REGISTRY_KEYS = {
     "KimiK25Processor",
     "KimiVLProcessor",
@@ -62,8 +80,18 @@ def chat(answer: str = "A red box.", image: bool = True) -> dict:
 class TestSignatures:
     @pytest.mark.parametrize("name", sorted(SEED_SIGNATURES))
     def test_same_name_and_parameters(self, name):
-        """Each seed function exists in compat with the seed's parameter names, in order."""
-        assert SEED_SIGNATURES[name] == list(inspect.signature(getattr(compat, name)).parameters)
+        """Each seed function exists in compat with the seed's parameter names first, in order."""
+        parameters = list(inspect.signature(getattr(compat, name)).parameters)
+        assert SEED_SIGNATURES[name] == parameters[: len(SEED_SIGNATURES[name])]
+        if name not in NEMO_07_SIGNATURES:
+            assert SEED_SIGNATURES[name] == parameters
+
+    @pytest.mark.parametrize("name", sorted(NEMO_07_SIGNATURES))
+    def test_nemo_07_parameters_and_defaults(self, name):
+        """The packing functions take NeMo Automodel 0.7's parameters, in order, with its defaults."""
+        parameters = inspect.signature(getattr(compat, name)).parameters
+        actual = {key: parameter.default for key, parameter in parameters.items()}
+        assert NEMO_07_SIGNATURES[name] == actual
 
     def test_registry_keys_cover_the_seed(self):
         """COLLATE_FNS knows every processor name the seed's mapping knew."""
@@ -145,3 +173,95 @@ class TestPreTokenizedAndRobust:
         batch = robust([broken, good[0]])
         runs = decoded_label_runs(batch["labels"], processor.tokenizer)
         assert all(row[0] in {f"Answer {index}.<|im_end|>" for index in range(4)} for row in runs)
+
+
+def document_pack(documents, pad=0, mrope=False):
+    """Shifted documents laid end to end with an indexed mask and ``pad`` trailing tokens."""
+    input_ids, labels, numbers, positions = [], [], [], []
+    for number, tokens in enumerate(documents, start=1):
+        input_ids += tokens[:-1]
+        labels += tokens[1:]
+        numbers += [number] * (len(tokens) - 1)
+        positions += list(range(len(tokens) - 1))
+    pack = {
+        "input_ids": torch.tensor(input_ids + [0] * pad),
+        "labels": torch.tensor(labels + [-100] * pad),
+        "attention_mask": torch.tensor(numbers + [0] * pad),
+        "position_ids": torch.tensor(positions + [0] * pad),
+    }
+    if mrope:
+        pack["position_ids"] = pack["position_ids"].expand(3, -1).clone()
+    return pack
+
+
+class TestNeatPackedParity:
+    def test_flash_path_gives_varlen_kwargs(self):
+        """flash_attention_2: no attention_mask; cu_seq_lens over the flattened rows, padding
+        runs as their own segments, every row starting a segment."""
+        packs = [document_pack([[1, 2, 3], [4, 5, 6, 7]]), document_pack([[8, 9, 10]], pad=2)]
+        batch = compat.neat_packed_vlm_collater(packs, attn_implementation="flash_attention_2")
+        assert "attention_mask" not in batch
+        assert [0, 2, 5, 7, 10] == batch["cu_seq_lens_q"].tolist()
+        assert torch.int32 == batch["cu_seq_lens_k"].dtype
+        assert (3, 3) == (batch["max_length_q"], batch["max_length_k"])
+        assert [[1, 1, 2, 2, 2], [1, 1, 0, 0, 0]] == batch["_packed_seq_ids"].tolist()
+
+    def test_default_is_the_sdpa_mask(self):
+        """attn_implementation=None gives the 4-D block-causal mask, as sdpa does."""
+        packs = [document_pack([[1, 2, 3], [4, 5, 6]])]
+        batch = compat.neat_packed_vlm_collater(packs)
+        expected = torch.tensor(
+            [[1, 0, 0, 0], [1, 1, 0, 0], [0, 0, 1, 0], [0, 0, 1, 1]], dtype=torch.bool
+        )
+        assert expected.tolist() == batch["attention_mask"][0, 0].tolist()
+
+    def test_compact_map_without_materializing(self):
+        """materialize_4d_mask=False keeps the indexed [B, S] map, also as _packed_seq_ids."""
+        packs = [document_pack([[1, 2, 3], [4, 5, 6]])]
+        batch = compat.neat_packed_vlm_collater(packs, materialize_4d_mask=False)
+        assert [[1, 1, 2, 2]] == batch["attention_mask"].tolist()
+        assert [[1, 1, 2, 2]] == batch["_packed_seq_ids"].tolist()
+
+
+class TestPackedSequenceTHD:
+    def test_lengths_from_the_indexed_mask(self):
+        """seq_lens are the documents' lengths; seq_lens_padded fill the row; -1000 pads ragged rows."""
+        packs = [document_pack([[1, 2, 3], [4, 5, 6, 7]]), document_pack([[8, 9, 10]], pad=1)]
+        batch = compat.packed_sequence_thd_vlm_collater(packs, max_length=8)
+        assert [[2, 3], [2, -1000]] == batch["seq_lens"].tolist()
+        assert [[2, 6], [8, -1000]] == batch["seq_lens_padded"].tolist()
+        assert "thd" == batch["qkv_format"]
+        assert (2, 8) == tuple(batch["input_ids"].shape)
+        assert "attention_mask" not in batch
+
+    def test_explicit_lengths_and_mrope_positions(self):
+        """A pack's own seq_lens/seq_lens_padded are kept; mRoPE positions become [3, B, S]."""
+        pack = {
+            **document_pack([[1, 2, 3], [4, 5, 6]], mrope=True),
+            "seq_lens": torch.tensor([2, 1]),
+            "seq_lens_padded": torch.tensor([2, 2]),
+        }
+        batch = compat.packed_sequence_thd_vlm_collater([pack], seq_lens_padding_value=-1)
+        assert [[2, 1]] == batch["seq_lens"].tolist()
+        assert [[2, 2]] == batch["seq_lens_padded"].tolist()
+        assert (3, 1, 4) == tuple(batch["position_ids"].shape)
+
+    def test_inconsistent_lengths_are_refused(self):
+        """seq_lens_padded that do not cover the pack raise a SampleError naming the pack."""
+        import vlm_collate as vc
+
+        pack = {
+            **document_pack([[1, 2, 3], [4, 5, 6]]),
+            "seq_lens": torch.tensor([2, 2]),
+            "seq_lens_padded": torch.tensor([2, 3]),
+        }
+        with pytest.raises(vc.SampleError, match="seq_lens_padded") as caught:
+            compat.packed_sequence_thd_vlm_collater([document_pack([[1, 2]]), pack])
+        assert 1 == caught.value.sample_index
+
+    def test_overlong_pack_is_refused(self):
+        """A pack longer than max_length raises OverlongError."""
+        import vlm_collate as vc
+
+        with pytest.raises(vc.OverlongError, match="max_length=2"):
+            compat.packed_sequence_thd_vlm_collater([document_pack([[1, 2, 3, 4]])], max_length=2)

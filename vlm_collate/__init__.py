@@ -44,6 +44,7 @@ __all__ = [
     "LabelStrategyError",
     "LegacyBPEMatch",
     "LlavaOneVisionCollator",
+    "MRopeIndex",
     "MediaAccess",
     "MediaError",
     "MediaStrategy",

@@ -8,6 +8,7 @@ the processor class names it handles with :func:`register_collator`.
 from __future__ import annotations
 
 from . import __all__ as _PUBLIC
+from ._mrope import MRopeIndex
 from ._pipeline import BaseCollator
 from ._public import publish as _publish
 from ._report import CollateReport, DroppedSample, SampleWarning

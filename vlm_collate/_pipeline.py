@@ -55,6 +55,7 @@ from ._options import (
     token_count_or_none,
 )
 from ._padding import padded_length, padded_side, repad, shift_for_next_token, token_axis_keys
+from ._padding_free import check_padding_free, padding_free_batch
 from ._prepare import prepare_sample
 from ._report import CollateReport, DroppedSample, SampleWarning, warn_once
 from ._samples import STEERING_KEYS, Sample, require_batch
@@ -158,6 +159,9 @@ class BaseCollator(abc.ABC):
         unknown_roles: Policy for a message whose role is neither a standard
             role (system, user, assistant, tool) nor one the label policy
             trains: ``"raise"``, ``"warn"``, ``"drop"`` or ``"allow"``.
+        padding_free: Return one row ``[1, total]`` of the samples end to end, with
+            ``cu_seq_lens_q/k`` and ``max_length_q/k`` for flash-attention varlen
+            kernels, per-sample ``position_ids`` and no padding.
     """
 
     default_pixel_dtype: ClassVar[torch.dtype | None] = None
@@ -208,6 +212,7 @@ class BaseCollator(abc.ABC):
     unknown_roles: UnknownRolesPolicy = attrs.field(
         default="raise", validator=one_of("raise", "warn", "drop", "allow")
     )
+    padding_free: bool = attrs.field(default=False, validator=boolean)
 
     _calls: CallState = attrs.field(init=False, factory=CallState, eq=False, repr=False)
     dropped_counts: collections.Counter[str] = attrs.field(
@@ -243,6 +248,7 @@ class BaseCollator(abc.ABC):
         # One image limit in effect: max_image_pixels, when given, wins.
         self.media_access = self.media_access.with_max_image_pixels(self.max_image_pixels)
         self.max_image_pixels = self.media_access.max_image_pixels
+        check_padding_free(self)
 
     @property
     def last_report(self) -> CollateReport | None:
@@ -294,7 +300,9 @@ class BaseCollator(abc.ABC):
                     break
                 samples = drop_samples(samples, rejected, report, self.dropped_counts)
             report.kept = [sample.index for sample in samples]
-            return self.media(self.pad(batch, samples), samples)
+            lengths = self._attention_mask(batch).sum(dim=1).tolist()
+            batch = self.media(self.pad(batch, samples), samples)
+            return padding_free_batch(self, batch, samples, lengths) if self.padding_free else batch
 
     def current_report(self) -> CollateReport:
         """The report of the batch being collated, for steps that add to it."""

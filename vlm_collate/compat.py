@@ -19,8 +19,10 @@ import attrs
 import torch
 
 from ._padding import padded_side, token_axis_keys
+from ._padding_free import cu_seq_lens, segment_lengths, varlen_kwargs
 from ._pipeline import BaseCollator
 from ._samples import Sample
+from .errors import BatchError, ConfigurationError, SampleError
 from .families.default import DefaultCollator
 from .families.gemma4 import Gemma4Collator, insert_after_marker, thinking_ids
 from .families.kimi_k25 import KimiK25VLCollator
@@ -39,8 +41,8 @@ from .labels import (
     LegacyBPEMatch,
     tokenizer_of,
 )
-from .media import MEDIA_KEYS
-from .pretokenized import NeatPackedCollator, PreTokenizedCollator
+from .media import MEDIA_KEYS, PIXEL_KEYS
+from .pretokenized import NeatPackedCollator, PreTokenizedCollator, block_causal_mask
 from .robust import make_robust_collate
 
 __all__ = [
@@ -57,6 +59,7 @@ __all__ = [
     "neat_packed_vlm_collater",
     "nemotron_omni_collate_fn",
     "nemotron_parse_collate_fn",
+    "packed_sequence_thd_vlm_collater",
     "pad_collate_fn",
     "phi4_mm_collate_fn",
     "qwen2_5_collate_fn",
@@ -74,6 +77,8 @@ IMSTART_TEMPLATE_PROCESSORS = frozenset(
         "Qwen3OmniMoeProcessor",
     }
 )
+
+WEIGHTS = "loss_weights"
 
 PostTokenizeHook = Callable[[dict[str, Any], Any], dict[str, Any]]
 
@@ -273,16 +278,164 @@ def pad_collate_fn(
     return _cached_plain(PreTokenizedCollator, processor, **options)(examples)
 
 
+# NeMo Automodel 0.7 takes these attn_implementation names for its flash-attention varlen layout.
+FLASH_ATTENTION_NAMES = frozenset({"flash_attention_2", "flash_attention_3", "flash_attention_4"})
+PACKED_MASK_TYPES = ("block_causal", "document_ids", "flash_varlen")
+
+
 def neat_packed_vlm_collater(
     batch: list[dict],
     padding_idx: int = 0,
     max_length: int | None = None,
-    attn_implementation: str = "sdpa",
+    attn_implementation: str | None = None,
+    materialize_4d_mask: bool = True,
+    *,
+    packing: Any = None,
 ) -> dict:
-    """The seed's ``neat_packed_vlm_collater`` on :class:`~vlm_collate.NeatPackedCollator`."""
-    return NeatPackedCollator(
-        padding_idx=padding_idx, max_length=max_length, attn_implementation=attn_implementation
+    """NeMo Automodel 0.7's ``neat_packed_vlm_collater`` on ``NeatPackedCollator``.
+
+    The mask layout comes from ``packing`` (an object with NeMo's
+    ``packed_mask_type`` and ``requires_packed_sequence_metadata``), else
+    from ``attn_implementation``: None, ``"sdpa"`` and ``"eager"`` give the
+    ``"block_causal"`` layout, a 4-D boolean mask (the indexed ``[B, S]`` map
+    with ``materialize_4d_mask=False``); ``"flash_attention_2"`` (or ``_3``,
+    ``_4``) gives ``"flash_varlen"``: no ``attention_mask`` but
+    ``cu_seq_lens_q/k`` and ``max_length_q/k`` over the flattened
+    ``[B * S]`` rows, padding runs being segments of their own and no
+    segment continuing into the next row. ``"document_ids"`` keeps the
+    indexed map. ``_packed_seq_ids`` (the indexed map) is added when a row
+    holds two or more documents, without a 4-D mask, or with metadata.
+    Pixels are bfloat16 and ``mm_token_type_ids`` is always present, as in
+    NeMo.
+    """
+    mask_type, metadata = _packing_layout(attn_implementation, packing)
+    out = NeatPackedCollator(
+        padding_idx=padding_idx,
+        max_length=max_length,
+        attn_implementation="flash_attention_2",  # the indexed map; the layout is built here
+        pixel_dtype=torch.bfloat16,
     )(batch)
+    document_ids = out.pop("attention_mask")
+    out.pop("_packed_seq_ids", None)
+    out.setdefault("mm_token_type_ids", torch.zeros_like(out["input_ids"]))
+    if mask_type == "flash_varlen":
+        out.update(varlen_kwargs(segment_lengths(document_ids)))
+    elif mask_type == "block_causal" and materialize_4d_mask:
+        out["attention_mask"] = block_causal_mask(document_ids)
+    else:
+        out["attention_mask"] = document_ids
+    if metadata:
+        out.update(packed_sequence_metadata(document_ids))
+    if bool((document_ids > 1).any()) or not materialize_4d_mask or metadata:
+        out["_packed_seq_ids"] = document_ids
+    return out
+
+
+def _packing_layout(attn_implementation: str | None, packing: Any) -> tuple[str, bool]:
+    """The packed mask type and whether metadata is asked for, from ``packing`` first."""
+    if packing is not None:
+        mask_type = getattr(packing, "packed_mask_type", None)
+        if mask_type not in PACKED_MASK_TYPES:
+            msg = (
+                f"'packing.packed_mask_type' must be one of {PACKED_MASK_TYPES} (got {mask_type!r})"
+            )
+            msg += "."
+            raise ConfigurationError(msg)
+        return mask_type, bool(getattr(packing, "requires_packed_sequence_metadata", False))
+    if attn_implementation in FLASH_ATTENTION_NAMES:
+        return "flash_varlen", False
+    if attn_implementation in (None, "sdpa", "eager"):
+        return "block_causal", False
+    names = ", ".join(sorted(FLASH_ATTENTION_NAMES))
+    msg = (
+        f"'attn_implementation' must be None, 'sdpa', 'eager' or one of {names} "
+        f"(got {attn_implementation!r})."
+    )
+    raise ConfigurationError(msg)
+
+
+def packed_sequence_metadata(document_ids: torch.Tensor) -> dict[str, Any]:
+    """Row-local packed-sequence metadata of an indexed ``[B, S]`` map, as NeMo 0.7 gives it.
+
+    ``packed_token_indices`` ``[B, S]`` (int64): each token's position in its
+    row, -1 on padding; ``cu_seqlens`` ``[B, most documents + 1]`` (int32):
+    each row's cumulative document lengths from 0, then -1; ``max_seqlen``:
+    the longest document, an int.
+    """
+    real = document_ids > 0
+    if not bool(real.any()):
+        msg = "a packed batch needs at least one real token (every attention_mask entry is 0)"
+        raise BatchError(msg)
+    rows, length = document_ids.shape
+    indices = torch.arange(length).expand(rows, -1).masked_fill(~real, -1)
+    most = max(1, int(document_ids.max()))
+    cumulative = torch.full((rows, most + 1), -1, dtype=torch.int32)
+    longest = 0
+    for row in range(rows):
+        counts = torch.bincount(document_ids[row][real[row]], minlength=most + 1)[1:]
+        counts = counts[counts > 0]
+        cumulative[row, : counts.numel() + 1] = cu_seq_lens(counts.tolist())
+        longest = max(longest, int(counts.max()) if counts.numel() else 0)
+    return {"packed_token_indices": indices, "cu_seqlens": cumulative, "max_seqlen": longest}
+
+
+def packed_sequence_thd_vlm_collater(
+    batch: list[dict],
+    padding_idx: int = 0,
+    max_length: int | None = None,
+    seq_lens_padding_value: int = -1000,
+) -> dict:
+    """NeMo Automodel's THD collater (Transformer Engine, context parallelism) on our classes.
+
+    Packs are padded to one length by :class:`~vlm_collate.NeatPackedCollator`
+    (``input_ids``, ``labels``, ``position_ids`` ``[B, S]`` or mRoPE
+    ``[3, B, S]``, media concatenated). Each row's document lengths come from
+    the pack's ``seq_lens`` and ``seq_lens_padded`` when it has both, else
+    from its indexed ``attention_mask``; the row's padding is added to its
+    last document's padded length, so ``seq_lens_padded`` always sums to
+    ``S``. Rows are right-padded with ``seq_lens_padding_value`` to the
+    most documents in the batch. ``qkv_format`` is ``"thd"``.
+    """
+    out = NeatPackedCollator(
+        padding_idx=padding_idx,
+        max_length=max_length,
+        attn_implementation="flash_attention_2",
+        pixel_dtype=torch.bfloat16,
+    )(batch)
+    length = out["input_ids"].shape[1]
+    rows = [_thd_lengths(pack, index, length) for index, pack in enumerate(batch)]
+    most = max(len(real) for real, _ in rows)
+    result = {key: out[key] for key in ("input_ids", "labels", "position_ids")}
+    for position, key in enumerate(("seq_lens", "seq_lens_padded")):
+        padded = [row[position] + [seq_lens_padding_value] * (most - len(row[0])) for row in rows]
+        result[key] = torch.tensor(padded, dtype=torch.long)
+    result["qkv_format"] = "thd"
+    media = (*PIXEL_KEYS, "image_grid_thw", "image_position_ids", "video_grid_thw")
+    counts = ("second_per_grid_ts", "n_images_per_sample", "n_videos_per_sample")
+    result.update({key: out[key] for key in (*media, *counts, WEIGHTS) if key in out})
+    return result
+
+
+def _thd_lengths(pack: Mapping[str, Any], index: int, length: int) -> tuple[list[int], list[int]]:
+    """A pack's real and padded document lengths; the padded ones fill ``length``."""
+    size = int(torch.as_tensor(pack["input_ids"]).shape[-1])
+    if ("seq_lens" in pack) != ("seq_lens_padded" in pack):
+        msg = "a pack needs both 'seq_lens' and 'seq_lens_padded', or neither"
+        raise SampleError(msg, sample_index=index)
+    if "seq_lens" not in pack:
+        real = torch.bincount(torch.as_tensor(pack["attention_mask"]).long().reshape(-1))[1:]
+        real = real[real > 0].tolist() or [size]
+        return real, [*real[:-1], real[-1] + length - sum(real)]
+    real = torch.as_tensor(pack["seq_lens"]).long().reshape(-1).tolist()
+    slots = torch.as_tensor(pack["seq_lens_padded"]).long().reshape(-1).tolist()
+    valid = len(real) == len(slots) and bool(slots) and sum(slots) == size
+    if not valid or any(not 0 <= kept <= slot for kept, slot in zip(real, slots, strict=True)):
+        msg = (
+            f"'seq_lens_padded' must have one entry per 'seq_lens' entry, each at least as long, "
+            f"summing to the pack's {size} tokens (got seq_lens={real}, seq_lens_padded={slots})"
+        )
+        raise SampleError(msg, sample_index=index)
+    return real, [*slots[:-1], slots[-1] + length - size]
 
 
 def _cached_plain(cls: type, processor: Any, **options: Any) -> Any:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal
 
 import attrs
@@ -155,12 +155,16 @@ class Qwen3OmniCollator(BaseCollator):
     Args:
         use_audio_in_video: Feed each video's soundtrack with its frames (the model's
             forward must then be told ``use_audio_in_video=True`` as well).
+        rope_index: With ``padding_free=True``, a callable giving one sample's
+            ``[3, n]`` positions (its tensors and media grids in a mapping); the
+            Omni models' positions also depend on audio lengths, so none is derived.
     """
 
     padding_side: Literal["left", "right"] | None = attrs.field(
         default="right", validator=optional(one_of("left", "right"))
     )
     use_audio_in_video: bool = attrs.field(default=False, validator=boolean)
+    rope_index: Callable[[Mapping[str, Any]], Any] | None = None
 
     def default_label_strategy(self) -> LabelStrategy:
         return with_fallbacks(ImStartMarker())

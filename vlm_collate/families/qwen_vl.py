@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
 import attrs
@@ -32,8 +32,16 @@ class Qwen25VLCollator(BaseCollator):
     resize them as Qwen's reference code does). ChatML markers are read from
     the vocabulary. Pixels keep the processor's dtype, as in the seed; frames
     of videos are not re-sampled (``do_sample_frames=False``).
+
+    With ``padding_free=True`` the 3-D mRoPE ``position_ids`` of each sample
+    are computed alone by ``rope_index`` (a callable taking one sample's
+    tensors and giving ``[3, n]``); None derives a
+    :class:`~vlm_collate.MRopeIndex` from the processor, exact for text and
+    images. For videos pass ``MRopeIndex.from_config(config)`` with the
+    checkpoint's config.
     """
 
+    rope_index: Callable[[Mapping[str, Any]], Any] | None = None
     processor_defaults: ClassVar[Mapping[str, Any]] = {"do_sample_frames": False}
 
     def default_label_strategy(self) -> LabelStrategy:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import collections
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal
 
 import attrs
@@ -38,6 +38,7 @@ from .._options import (
     token_count_or_none,
 )
 from .._padding import padded_length, padded_side, repad, shift_for_next_token, token_axis_keys
+from .._padding_free import check_padding_free, flatten_padded, rope_index_for
 from .._report import CollateReport, DroppedSample
 from .._samples import require_batch
 from ..errors import ConfigurationError
@@ -106,6 +107,12 @@ class PreTokenizedCollator:
         empty_labels: Policy for a sample with no trained token.
         overlong: Policy for a sample longer than ``max_length``; ``"truncate"``
             drops (and reports) a sample whose cut would remove media tokens.
+        padding_free: One row ``[1, total]`` of the samples end to end, as a
+            chat collator's ``padding_free=True`` gives (varlen keyword
+            arguments, per-sample positions, no padding).
+        rope_index: One sample's ``[3, n]`` mRoPE positions for padding-free
+            rows; None derives a :class:`~vlm_collate.MRopeIndex` from a
+            Qwen-VL ``processor`` (1-D positions without one).
     """
 
     processor: Any = None
@@ -127,6 +134,8 @@ class PreTokenizedCollator:
     overlong: OverlongPolicy = attrs.field(
         default="drop", validator=one_of("drop", "raise", "truncate")
     )
+    padding_free: bool = False
+    rope_index: Callable[[Mapping[str, Any]], Any] | None = None
 
     _calls: CallState = attrs.field(init=False, factory=CallState, eq=False, repr=False)
     dropped_counts: collections.Counter[str] = attrs.field(
@@ -137,6 +146,7 @@ class PreTokenizedCollator:
         if self.padding == "max_length" and self.max_length is None:
             msg = "'padding' is 'max_length' but 'max_length' is None; give a max_length."
             raise ConfigurationError(msg)
+        check_padding_free(self)
 
     @property
     def last_report(self) -> CollateReport | None:
@@ -188,6 +198,11 @@ class PreTokenizedCollator:
         report.kept = [row.index for row in rows]
         batch = self._pad(rows)
         batch.update(self._media(rows))
+        if self.padding_free:
+            rope_index = rope_index_for(self.processor, self.rope_index)
+            lengths = [row.length for row in rows]
+            side, shift = self.resolved_padding_side, self.shift_labels
+            return flatten_padded(batch, lengths, side=side, shift=shift, rope_index=rope_index)
         return batch
 
     # -- steps ---------------------------------------------------------------
@@ -283,7 +298,10 @@ def pretokenize_sample(collator: Any, example: Mapping[str, Any]) -> dict[str, A
         collator: A chat collator (any :class:`~vlm_collate.BaseCollator`).
         example: One ``{"conversation": [...]}`` sample.
     """
-    single = attrs.evolve(collator, shift_labels=False, padding="longest", pad_to_multiple_of=None)
+    options: dict[str, Any] = {"shift_labels": False, "padding": "longest"}
+    if getattr(collator, "padding_free", False):  # stored rows keep their attention_mask
+        options["padding_free"] = False
+    single = attrs.evolve(collator, pad_to_multiple_of=None, **options)
     batch = single([example])
     keys = token_axis_keys(batch, exclude=collator.media_keys)
     mask = batch["attention_mask"][0] if "attention_mask" in batch else None

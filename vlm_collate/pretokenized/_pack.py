@@ -15,7 +15,7 @@ them (a document without them weighs 1.0 on its trained tokens).
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal
 
 import attrs
@@ -92,6 +92,9 @@ def _fit(
     return None
 
 
+RopeIndex = Callable[[Mapping[str, Any]], torch.Tensor]
+
+
 def _read(sample: Any, index: int, vocab_size: int | None) -> Row:
     """Validate a sample; one without an attention mask is all real tokens."""
     if isinstance(sample, Mapping) and sample.get("attention_mask") is None:
@@ -115,13 +118,17 @@ def _report_empty(row: Row, result: PackResult) -> None:
     logger.warning("dropped sample %d (empty_labels): %s", row.index, detail)
 
 
-def _document(row: Row, number: int) -> dict[str, torch.Tensor]:
+def _document(row: Row, number: int, rope_index: RopeIndex | None) -> dict[str, torch.Tensor]:
     length = _shifted_length(row)
+    if rope_index is None:
+        positions = torch.arange(length, dtype=torch.long)
+    else:  # the whole sample's positions, as the model computes them for it alone
+        positions = torch.as_tensor(rope_index({**row.tokens, **row.media})).long()[:, :-1]
     document = {
         "input_ids": row.tokens["input_ids"][:-1],
         "labels": row.tokens["labels"][1:],
         "attention_mask": torch.full((length,), number, dtype=torch.long),
-        "position_ids": torch.arange(length, dtype=torch.long),
+        "position_ids": positions,
     }
     if "mm_token_type_ids" in row.tokens:
         document["mm_token_type_ids"] = row.tokens["mm_token_type_ids"][:-1]
@@ -130,10 +137,12 @@ def _document(row: Row, number: int) -> dict[str, torch.Tensor]:
     return document
 
 
-def _assemble(rows: Sequence[Row], *, weighted: bool) -> dict[str, Any]:
-    documents = [_document(row, number) for number, row in enumerate(rows, start=1)]
+def _assemble(
+    rows: Sequence[Row], *, weighted: bool, rope_index: RopeIndex | None
+) -> dict[str, Any]:
+    documents = [_document(row, number, rope_index) for number, row in enumerate(rows, start=1)]
     packed: dict[str, Any] = {
-        key: torch.cat([document[key] for document in documents])
+        key: torch.cat([document[key] for document in documents], dim=-1)
         for key in ("input_ids", "labels", "attention_mask", "position_ids")
     }
     if any("mm_token_type_ids" in document for document in documents):
@@ -182,6 +191,7 @@ def pack(
     *,
     overlong: OverlongPackPolicy = "raise",
     processor: Any = None,
+    rope_index: RopeIndex | None = None,
 ) -> PackResult:
     """Pack pre-tokenized samples, greedy first-fit, into rows of at most ``pack_size`` positions.
 
@@ -212,6 +222,11 @@ def pack(
         overlong: Policy for a sample that cannot fit in any pack.
         processor: Locates media tokens for ``"truncate"`` when samples have
             no ``mm_token_type_ids``.
+        rope_index: For mRoPE models (Qwen2/2.5/3-VL): a callable giving one
+            sample's ``[3, n]`` positions, such as
+            ``MRopeIndex.from_processor(processor)``; each document then gets
+            the 3-D positions the model computes for it alone, and packs get
+            ``position_ids`` ``[3, S]``. None gives 1-D positions.
     """
     _check_options(pack_size, overlong)
     media_ids = None
@@ -231,6 +246,6 @@ def pack(
         if row is not None:
             _place(row, bins, room, pack_size)
     weighted = any(WEIGHTS_KEY in row.tokens for rows in bins for row in rows)
-    result.packs.extend(_assemble(rows, weighted=weighted) for rows in bins)
+    result.packs.extend(_assemble(rows, weighted=weighted, rope_index=rope_index) for rows in bins)
     result.documents.extend([row.index for row in rows] for rows in bins)
     return result

@@ -24,6 +24,7 @@ from .._options import (
     to_pixel_dtype,
     token_count_or_none,
 )
+from .._padding_free import segment_lengths, varlen_kwargs
 from .._samples import require_batch
 from ..errors import BatchError, OverlongError, SampleError, SampleTypeError
 from ..labels import IGNORE_INDEX
@@ -71,6 +72,15 @@ def _document_positions(document_ids: torch.Tensor) -> torch.Tensor:
     return positions
 
 
+def _position_rank(rows: Sequence[Mapping[str, Any]]) -> int:
+    """1 for 1-D positions, 2 for mRoPE ``[3, S]``; a batch may not mix them."""
+    ranks = {row["position_ids"].dim() for row in rows}
+    if len(ranks) > 1:
+        msg = "'position_ids' mixes 1-D and mRoPE [3, S] packs in one batch"
+        raise BatchError(msg)
+    return ranks.pop()
+
+
 @attrs.define(kw_only=True)
 class NeatPackedCollator:
     """Pads packs of documents to one length and builds their attention masks.
@@ -104,6 +114,13 @@ class NeatPackedCollator:
     ``IGNORE_INDEX`` or a valid token id, integer
     ``position_ids``, finite pixels and grids that agree with ``n_images`` /
     ``n_videos`` (see :mod:`vlm_collate.pretokenized`).
+        padding_free: Lay every document of every pack end to end in one row
+            ``[1, total]`` without padding: ``position_ids`` as the packs give
+            them (``[3, 1, total]`` for mRoPE packs), ``cu_seq_lens_q/k`` and
+            ``max_length_q/k`` for flash-attention varlen kernels, no
+            ``attention_mask``, and ``_packed_seq_ids`` numbering the
+            documents 1, 2, ... across the row. ``max_length`` then only
+            refuses longer packs.
     """
 
     padding_idx: int = attrs.field(default=0, validator=non_negative_int)
@@ -114,11 +131,14 @@ class NeatPackedCollator:
     materialize_4d_mask: bool = attrs.field(default=True, validator=boolean)
     pixel_dtype: torch.dtype | None = attrs.field(default=None, converter=to_pixel_dtype)
     vocab_size: int | None = attrs.field(default=None, validator=positive_int_or_none)
+    padding_free: bool = attrs.field(default=False, validator=boolean)
 
     def __call__(self, packs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         """Collate ``packs`` into a batch of tensors."""
         require_batch(packs, "packs")
         rows = [self._read(pack, index) for index, pack in enumerate(packs)]
+        if self.padding_free:
+            return {**self._padding_free(rows), **self._media(packs)}
         longest = max(row["input_ids"].shape[0] for row in rows)
         length = longest if self.max_length is None else self.max_length
         document_ids = self._stack(rows, "attention_mask", length, 0)
@@ -172,6 +192,33 @@ class NeatPackedCollator:
             row["position_ids"] = position_ids(pack["position_ids"], length, index)
         return row
 
+    def _padding_free(self, rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
+        """One row of every document's real tokens; a pack's own padding is left out."""
+        _position_rank(rows)
+        reals = [row["attention_mask"] > 0 for row in rows]
+        weighted = any(WEIGHTS_KEY in row for row in rows)
+        keys = ["input_ids", "labels"]
+        if any("mm_token_type_ids" in row for row in rows):
+            keys.append("mm_token_type_ids")
+        batch: dict[str, Any] = {}
+        for key in keys:
+            pieces = [
+                row.get(key, torch.zeros_like(row["input_ids"]))[real]
+                for row, real in zip(rows, reals, strict=True)
+            ]
+            batch[key] = torch.cat(pieces).unsqueeze(0)
+        if weighted:
+            pieces = [trained_weights(row)[real] for row, real in zip(rows, reals, strict=True)]
+            batch[WEIGHTS_KEY] = torch.cat(pieces).to(torch.float32).unsqueeze(0)
+        positions = [row["position_ids"][..., real] for row, real in zip(rows, reals, strict=True)]
+        batch["position_ids"] = torch.cat(positions, dim=-1).unsqueeze(-2)
+        documents = [row["attention_mask"][real] for row, real in zip(rows, reals, strict=True)]
+        lengths = [length for document in documents for length in segment_lengths(document[None])]
+        batch.update(varlen_kwargs(lengths))
+        numbers = torch.arange(1, len(lengths) + 1).repeat_interleave(torch.tensor(lengths))
+        batch["_packed_seq_ids"] = numbers.unsqueeze(0)
+        return batch
+
     @staticmethod
     def _stack(
         rows: Sequence[dict[str, Any]],
@@ -189,11 +236,7 @@ class NeatPackedCollator:
 
     @staticmethod
     def _stack_positions(rows: Sequence[dict[str, Any]], length: int) -> torch.Tensor:
-        ranks = {row["position_ids"].dim() for row in rows}
-        if len(ranks) > 1:
-            msg = "'position_ids' mixes 1-D and mRoPE [3, S] packs in one batch"
-            raise BatchError(msg)
-        if ranks == {1}:
+        if _position_rank(rows) == 1:
             return NeatPackedCollator._stack(rows, "position_ids", length, 0)
         out = torch.zeros((3, len(rows), length), dtype=torch.long)
         for position, row in enumerate(rows):
