@@ -54,11 +54,15 @@ from .media import AudioMedia, MediaStrategy, PlainMedia, QwenVLUtilsMedia
 from .pretokenized import (
     NeatPackedCollator,
     PackResult,
+    ParquetShards,
     PreTokenizedCollator,
     PreTokenizedDataset,
+    ShardWriter,
     pack,
     pretokenize,
+    pretokenize_ray,
     pretokenize_sample,
+    write_shards,
 )
 from .registry import collator_for, register_collator
 from .robust import RobustCollator
@@ -97,6 +101,7 @@ __all__ = [
     "NemotronParseCollator",
     "OverlongError",
     "PackResult",
+    "ParquetShards",
     "PerSampleImagesMedia",
     "Phi4MMCollator",
     "PlainMedia",
@@ -116,6 +121,7 @@ __all__ = [
     "SampleError",
     "SampleTypeError",
     "SampleWarning",
+    "ShardWriter",
     "SkipEmptyThink",
     "SpecialTokenError",
     "TemplateError",
@@ -125,6 +131,8 @@ __all__ = [
     "collator_for",
     "pack",
     "pretokenize",
+    "pretokenize_ray",
     "pretokenize_sample",
     "register_collator",
+    "write_shards",
 ]

@@ -20,16 +20,26 @@ from ._pretokenize import (
     pretokenize,
     sample_from_row,
 )
+from ._ray import pretokenize_ray
+from ._shards import (
+    ParquetShards,
+    ShardWriter,
+    write_shards,
+)
 
 __all__ = [
     "NeatPackedCollator",
     "PackResult",
+    "ParquetShards",
     "PreTokenizedCollator",
     "PreTokenizedDataset",
+    "ShardWriter",
     "block_causal_mask",
     "merge_media",
     "pack",
     "pretokenize",
+    "pretokenize_ray",
     "pretokenize_sample",
     "sample_from_row",
+    "write_shards",
 ]

@@ -50,19 +50,35 @@ def _datasets() -> Any:
     return datasets
 
 
+def stored_columns() -> dict[str, str]:
+    """Every stored column and its Arrow element type: ``"int64"``, ``"float32"`` or ``"string"``.
+
+    A column of tensor data holds a list of that type; ``source_index`` is a
+    scalar int64 and the ``dropped_*`` columns are scalar strings. Both the
+    ``datasets`` path and the Parquet shards write exactly these columns.
+    """
+    columns = {key: "int64" for key in TOKEN_KEYS}
+    columns[WEIGHTS_KEY] = "float32"
+    for key in STORED_MEDIA_KEYS:
+        columns[key] = np.dtype(_DTYPES[key]).name
+        columns[key + _SHAPE] = "int64"
+    columns.update(source_index="int64", dropped_reason="string", dropped_detail="string")
+    return columns
+
+
+SCALAR_COLUMNS = ("source_index", "dropped_reason", "dropped_detail")
+
+
 def _features() -> Any:
     datasets = _datasets()
-    columns: dict[str, Any] = {
-        key: datasets.Sequence(datasets.Value("int64")) for key in TOKEN_KEYS
-    }
-    columns[WEIGHTS_KEY] = datasets.Sequence(datasets.Value("float32"))
-    for key in STORED_MEDIA_KEYS:
-        columns[key] = datasets.Sequence(datasets.Value(np.dtype(_DTYPES[key]).name))
-        columns[key + _SHAPE] = datasets.Sequence(datasets.Value("int64"))
-    columns["source_index"] = datasets.Value("int64")
-    columns["dropped_reason"] = datasets.Value("string")
-    columns["dropped_detail"] = datasets.Value("string")
-    return datasets.Features(columns)
+    return datasets.Features(
+        {
+            key: datasets.Value(kind)
+            if key in SCALAR_COLUMNS
+            else datasets.Sequence(datasets.Value(kind))
+            for key, kind in stored_columns().items()
+        }
+    )
 
 
 def _decode_image(value: Any) -> Any:
@@ -109,7 +125,8 @@ def _stored(value: Any, key: str, index: int) -> tuple[np.ndarray, list[int]]:
     return tensor.reshape(-1).numpy(), np.asarray(tensor.shape, dtype=np.int64)
 
 
-def _row(collator: Any, example: Mapping[str, Any], index: int) -> dict[str, Any]:
+def stored_row(collator: Any, example: Mapping[str, Any], index: int) -> dict[str, Any]:
+    """Tokenize one source row with ``collator`` into a stored row (a dropped one says why)."""
     from ._collator import pretokenize_sample
 
     no_ints = np.zeros(0, dtype=np.int64)
@@ -152,6 +169,21 @@ def _row(collator: Any, example: Mapping[str, Any], index: int) -> dict[str, Any
     return row
 
 
+def stored_rows(
+    collator: Any, batch: Mapping[str, Sequence[Any]], indices: Sequence[int]
+) -> dict[str, list[Any]]:
+    """Stored rows, column by column, of a batch of source rows (``{column: values}``).
+
+    ``indices`` are the rows' positions in the source dataset; every engine
+    (``Dataset.map``, Ray Data) builds its rows here, so they are the same.
+    """
+    rows = [
+        stored_row(collator, {key: values[position] for key, values in batch.items()}, index)
+        for position, index in enumerate(indices)
+    ]
+    return {key: [row[key] for row in rows] for key in stored_columns()}
+
+
 def _map_batch(
     batch: Mapping[str, list[Any]], indices: list[int], rank: int | None, *, collator: Any
 ) -> dict:
@@ -159,11 +191,7 @@ def _map_batch(
         # A forked worker must not reuse the parent's OpenMP pool (it can deadlock),
         # and num_proc workers with one thread each do not oversubscribe the cores.
         torch.set_num_threads(1)
-    rows = [
-        _row(collator, {key: values[position] for key, values in batch.items()}, index)
-        for position, index in enumerate(indices)
-    ]
-    return {key: [row[key] for row in rows] for key in rows[0]}
+    return stored_rows(collator, batch, indices)
 
 
 def sample_from_row(row: Mapping[str, Any]) -> dict[str, torch.Tensor]:
@@ -214,6 +242,16 @@ class PreTokenizedDataset(Sequence):
     def source_indices(self) -> list[int]:
         """Row of the source dataset each kept sample came from."""
         return list(self.dataset["source_index"])
+
+    @staticmethod
+    def from_parquet(path: Any, *, collator: Any, **options: Any) -> Any:
+        """Stream shards written by :func:`~vlm_collate.pretokenized.write_shards`.
+
+        The same as :meth:`ParquetShards.open <vlm_collate.pretokenized.ParquetShards.open>`.
+        """
+        from ._shards import ParquetShards
+
+        return ParquetShards.open(path, collator=collator, **options)
 
 
 def pretokenize(
