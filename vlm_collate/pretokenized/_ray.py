@@ -71,6 +71,18 @@ def _positive(value: Any, name: str) -> None:
         raise ConfigurationError(msg)
 
 
+def _numbered(ray_data: Any, dataset: Any) -> Any:
+    """``dataset`` with each row's position in a column, for datasets that have no id column."""
+    if not hasattr(dataset, "zip"):  # Ray Data drops zip in 2.64
+        msg = (
+            "this Ray version cannot number rows by position; give 'index_column', "
+            "an integer column with each row's id"
+        )
+        raise ConfigurationError(msg)
+    numbers = ray_data.range(dataset.count()).rename_columns({"id": ROW_ID})
+    return numbers.zip(dataset)
+
+
 def pretokenize_ray(
     dataset: Any,
     collator: BaseCollator | Callable[[], BaseCollator],
@@ -100,8 +112,10 @@ def pretokenize_ray(
         batch_size: Rows per ``map_batches`` call.
         num_actors: Actors in the pool; None lets Ray size the pool to the cluster.
         num_cpus_per_actor: CPUs each actor reserves (and its torch threads).
-        index_column: An integer column holding each row's id; None numbers the
-            rows by their position in ``dataset``.
+        index_column: An integer column holding each row's id (recommended on a
+            cluster, where only an id says which row was dropped). None numbers
+            the rows by their position in ``dataset``, with ``Dataset.zip``,
+            which Ray deprecates (it warns) and drops in 2.64.
         **collator_options: Collator options applied on the actor with
             ``attrs.evolve`` (for example ``label_policy=``, ``max_length=``,
             or any option the collator class accepts).
@@ -117,8 +131,7 @@ def pretokenize_ray(
     if isinstance(collator, BaseCollator):
         build_collator(collator, collator_options)  # bad options fail here, not on an actor
     if index_column is None:
-        numbers = ray_data.range(dataset.count()).rename_columns({"id": ROW_ID})
-        dataset, index_column = numbers.zip(dataset), ROW_ID
+        dataset, index_column = _numbered(ray_data, dataset), ROW_ID
     return dataset.map_batches(
         _Tokenizer,
         fn_constructor_kwargs={

@@ -47,7 +47,7 @@ def _pyarrow() -> Any:
         import pyarrow
         import pyarrow.parquet
     except ImportError as exc:
-        msg = "Parquet shards need the 'pyarrow' package: pip install pyarrow"
+        msg = "Parquet shards need pyarrow: pip install 'vlm-collate[parquet]'"
         raise MissingDependencyError(msg) from exc
     return pyarrow
 
@@ -271,13 +271,28 @@ class ShardWriter:
         """Whether shard ``number`` was written in full (by this run or an earlier one)."""
         return self._mark(number).exists() and (self.path / self.shard_name(number)).exists()
 
-    def write(self, number: int, table: Any) -> dict[str, Any]:
-        """Write stored rows (kept and dropped, as an Arrow table) as shard ``number``.
+    def write(self, number: int, rows: Any, *, first_index: int = 0) -> dict[str, Any]:
+        """Write stored rows as shard ``number``; returns its manifest entry.
 
         Dropped rows go to the manifest with their ``source_index``, not to the shard.
+
+        Args:
+            number: The shard's number.
+            rows: An Arrow table of stored rows (kept and dropped), or a
+                :class:`~vlm_collate.pretokenized.PreTokenizedDataset`.
+            first_index: Added to every ``source_index``: the row id of the
+                first source row when ``rows`` were numbered from 0.
         """
         pa = _pyarrow()
+        table = _dataset_table(rows) if isinstance(rows, PreTokenizedDataset) else rows
         table = table.select(arrow_schema().names).cast(arrow_schema())
+        if first_index:
+            import pyarrow.compute as pc
+
+            shifted = pc.add(table["source_index"], pa.scalar(first_index, pa.int64()))
+            table = table.set_column(
+                table.schema.get_field_index("source_index"), "source_index", shifted
+            )
         table = table.sort_by("source_index")
         reasons = table["dropped_reason"].to_pylist()
         kept = table.filter(pa.array([not reason for reason in reasons]))
@@ -330,21 +345,28 @@ class ShardWriter:
         return manifest
 
 
+def _dataset_table(stored: PreTokenizedDataset) -> Any:
+    """All stored rows of the ``datasets`` path, kept and dropped, in source order."""
+    pa = _pyarrow()
+    table = stored.dataset.with_format("arrow")[:]  # applies the selection of kept rows
+    parts = [table.replace_schema_metadata(None).cast(arrow_schema())]
+    if stored.dropped:
+        empty: dict[str, list[Any]] = {
+            key: [[]] * len(stored.dropped) for key in arrow_schema().names
+        }
+        empty.update(
+            source_index=[item.index for item in stored.dropped],
+            dropped_reason=[item.reason for item in stored.dropped],
+            dropped_detail=[item.detail for item in stored.dropped],
+        )
+        parts.append(stored_table(empty))
+    return pa.concat_tables(parts).sort_by("source_index")
+
+
 def _tables(rows: Any, batch_rows: int) -> Iterator[Any]:
     """Arrow tables of stored rows (kept and dropped) from any supported source."""
-    pa = _pyarrow()
     if isinstance(rows, PreTokenizedDataset):
-        table = rows.dataset.with_format("arrow")[:]  # applies a selection of kept rows
-        parts = [table.replace_schema_metadata(None).cast(arrow_schema())]
-        if rows.dropped:
-            empty = {key: [[]] * len(rows.dropped) for key in arrow_schema().names}
-            empty.update(
-                source_index=[item.index for item in rows.dropped],
-                dropped_reason=[item.reason for item in rows.dropped],
-                dropped_detail=[item.detail for item in rows.dropped],
-            )
-            parts.append(stored_table(empty))
-        yield pa.concat_tables(parts).sort_by("source_index")
+        yield _dataset_table(rows)
     elif hasattr(rows, "iter_batches"):  # a ray.data.Dataset of stored rows
         yield from rows.iter_batches(batch_size=batch_rows, batch_format="pyarrow")
     else:
