@@ -18,6 +18,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any, TextIO
 
 from ..errors import ConfigurationError, VLMCollateError
+from .pretokenize import add_parser as add_pretokenize
 
 __all__ = ["main"]
 
@@ -47,6 +48,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(title="commands", dest="command", required=True)
     _add_inspect(commands)
+    add_pretokenize(commands)
     bench = commands.add_parser(
         "bench",
         help="run the collate benchmarks (arguments go to vlm_collate.tools.bench)",
