@@ -16,7 +16,9 @@ turns a stored row back into the mapping of tensors the collators take.
 
 from __future__ import annotations
 
+import hashlib
 import io
+import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -254,6 +256,30 @@ class PreTokenizedDataset(Sequence):
         return ParquetShards.open(path, collator=collator, **options)
 
 
+def _map_fingerprint(dataset: Any, collator: Any, batch_size: int) -> str | None:
+    """A cache key for ``Dataset.map`` from what decides the rows.
+
+    Without it ``datasets`` hashes the whole collator, processor included,
+    with dill: seconds per call for a large vocabulary.
+    """
+    source = getattr(dataset, "_fingerprint", None)
+    if source is None:
+        return None
+    from .. import __version__
+    from ._shards import collator_fingerprint
+
+    processor = collator.processor
+    described = {
+        "source": source,
+        "collator": collator_fingerprint(collator),
+        "processor": processor.to_json_string() if hasattr(processor, "to_json_string") else "",
+        "batch_size": batch_size,
+        "version": __version__,
+    }
+    encoded = json.dumps(described, sort_keys=True, default=str).encode("utf-8")
+    return hashlib.sha256(encoded).hexdigest()[:32]
+
+
 def pretokenize(
     dataset: Any, collator: Any, *, num_proc: int | None = None, batch_size: int = 16
 ) -> PreTokenizedDataset:
@@ -278,6 +304,7 @@ def pretokenize(
     """
     stored = dataset.map(
         _map_batch,
+        new_fingerprint=_map_fingerprint(dataset, collator, batch_size),
         batched=True,
         batch_size=batch_size,
         with_indices=True,

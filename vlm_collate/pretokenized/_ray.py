@@ -142,6 +142,8 @@ def pretokenize_ray(
         },
         batch_size=batch_size,
         batch_format="pyarrow",
-        concurrency=num_actors if num_actors is not None else (1, None),
+        compute=ray_data.ActorPoolStrategy(
+            **({"size": num_actors} if num_actors is not None else {"min_size": 1})
+        ),
         num_cpus=num_cpus_per_actor,
     )

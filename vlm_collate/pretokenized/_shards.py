@@ -15,10 +15,12 @@ silently mean other tokens.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import pathlib
+import weakref
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
@@ -109,20 +111,35 @@ def _qualified(cls: type) -> str:
     return f"{cls.__module__}.{cls.__qualname__}"
 
 
+# Hashing a 150k-token vocabulary takes a while; a tokenizer whose size and template are
+# unchanged keeps its hash (adding tokens changes its size).
+_HASHES: weakref.WeakKeyDictionary[Any, tuple[int, str, str]] = weakref.WeakKeyDictionary()
+
+
 def tokenizer_hash(processor: Any) -> str:
     """SHA-256 of the vocabulary, the added tokens and the chat template of ``processor``."""
     tokenizer = tokenizer_of(processor)
-    added = getattr(tokenizer, "added_tokens_decoder", {}) or {}
     template = getattr(processor, "chat_template", None) or getattr(
         tokenizer, "chat_template", None
     )
-    content = {
-        "vocab": sorted(tokenizer.get_vocab().items()),
-        "added": sorted((int(index), str(token)) for index, token in added.items()),
-        "chat_template": template if isinstance(template, str) else _jsonable(template),
-    }
-    encoded = json.dumps(content, ensure_ascii=False, sort_keys=True).encode("utf-8")
-    return "sha256:" + hashlib.sha256(encoded).hexdigest()
+    template_text = json.dumps(_jsonable(template), sort_keys=True)
+    try:
+        cached = _HASHES.get(tokenizer)
+    except TypeError:  # not weakly referenceable
+        cached = None
+    if cached is not None and cached[:2] == (len(tokenizer), template_text):
+        return cached[2]
+    digest = hashlib.sha256()
+    for token, index in sorted(tokenizer.get_vocab().items(), key=lambda item: item[1]):
+        digest.update(f"{index}\t{token}\n".encode("utf-8", "surrogatepass"))
+    added = getattr(tokenizer, "added_tokens_decoder", {}) or {}
+    for index, token in sorted(added.items()):
+        digest.update(f"added {index}\t{token}\n".encode("utf-8", "surrogatepass"))
+    digest.update(template_text.encode("utf-8", "surrogatepass"))
+    result = "sha256:" + digest.hexdigest()
+    with contextlib.suppress(TypeError):
+        _HASHES[tokenizer] = (len(tokenizer), template_text, result)
+    return result
 
 
 def _processor_fields(processor: Any) -> dict[str, Any]:
