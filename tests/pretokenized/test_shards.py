@@ -145,17 +145,22 @@ class TestManifest:
         shards = ParquetShards.open(directory, collator=reader_collator)
         assert [(3, "special_tokens")] == [(item.index, item.reason) for item in shards.dropped]
 
-    def test_pixels_stored_as_flat_floats(self, directory):
-        """Pixel values are a list of float32 beside an int64 shape column, row groups as asked."""
+    def test_pixels_stored_as_flat_float_bytes(self, directory, stored):
+        """Pixel values are raw float32 bytes beside an int64 shape column, row groups as asked."""
+        import numpy as np
+
         handle = pq.ParquetFile(directory / "shard-00000.parquet")
-        schema = handle.schema_arrow
-        assert "list<element: float>" == str(schema.field("pixel_values").type).replace(
-            "item", "element"
-        )
-        assert "list<element: int64>" == str(schema.field("pixel_values_shape").type).replace(
-            "item", "element"
-        )
+        assert "large_binary" == str(handle.schema_arrow.field("pixel_values").type)
+        assert "list<element: int64>" == str(
+            handle.schema_arrow.field("pixel_values_shape").type
+        ).replace("item", "element")
         assert 2 == handle.metadata.num_row_groups
+        manifest = json.loads((directory / "manifest.json").read_text())
+        dtype = np.dtype(manifest["dtypes"]["pixel_values"])
+        table = handle.read()
+        raw = np.frombuffer(table["pixel_values"][1].as_py(), dtype=dtype)
+        shape = table["pixel_values_shape"][1].as_py()
+        assert stored[1]["pixel_values"].tolist() == raw.reshape(shape).tolist()
 
 
 class TestRefusals:

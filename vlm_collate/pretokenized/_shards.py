@@ -31,6 +31,7 @@ import torch
 from .._pipeline import BaseCollator, DroppedSample
 from ..errors import ConfigurationError, MissingDependencyError
 from ..labels import IGNORE_INDEX, tokenizer_of
+from ..media import PIXEL_KEYS
 from ._collator import PreTokenizedCollator
 from ._pretokenize import SCALAR_COLUMNS, PreTokenizedDataset, sample_from_row, stored_columns
 
@@ -83,6 +84,41 @@ def stored_table(columns: Mapping[str, Sequence[Any]]) -> Any:
         flat = np.concatenate(parts) if parts else np.zeros(0, dtype=element)
         arrays.append(pa.ListArray.from_arrays(pa.array(offsets), pa.array(flat)))
     return pa.Table.from_arrays(arrays, schema=schema)
+
+
+def shard_schema() -> Any:
+    """The Parquet schema of a shard: stored rows, pixel columns as raw float32 bytes.
+
+    Parquet decodes a list of floats value by value; the same numbers as one
+    byte string per row read several times faster. The manifest records their
+    dtype, and their shapes are the ``*_shape`` columns as before.
+    """
+    pa = _pyarrow()
+    return pa.schema(
+        [
+            pa.field(field.name, pa.large_binary()) if field.name in PIXEL_KEYS else field
+            for field in arrow_schema()
+        ]
+    )
+
+
+def _to_bytes(column: Any) -> Any:
+    """A list<float32> column as one large_binary value per row, sharing no Python objects."""
+    pa = _pyarrow()
+    column = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    offsets = column.offsets.to_numpy().astype(np.int64)
+    values = column.values.to_numpy()[offsets[0] : offsets[-1]]
+    offsets = (offsets - offsets[0]) * values.itemsize
+    return pa.LargeBinaryArray.from_buffers(
+        pa.large_binary(), len(column), [None, pa.py_buffer(offsets), pa.py_buffer(values)]
+    )
+
+
+def _shard_table(table: Any) -> Any:
+    for key in PIXEL_KEYS:
+        index = table.schema.get_field_index(key)
+        table = table.set_column(index, key, _to_bytes(table[key]))
+    return table
 
 
 # -- what made the rows -------------------------------------------------------------
@@ -265,6 +301,7 @@ class ShardWriter:
             "format_version": FORMAT_VERSION,
             "library_version": __version__,
             **collator_fingerprint(collator),
+            "dtypes": {key: np.dtype(np.float32).str for key in PIXEL_KEYS},
             "settings": dict(settings or {}),
         }
         if (directory / MANIFEST).exists():
@@ -316,7 +353,17 @@ class ShardWriter:
         dropped = table.filter(pa.array([bool(reason) for reason in reasons]))
         shard = self.path / self.shard_name(number)
         temporary = shard.with_name(shard.name + ".tmp")
-        pa.parquet.write_table(kept, temporary, row_group_size=self.row_group_size)
+        pa.parquet.write_table(
+            _shard_table(kept),
+            temporary,
+            row_group_size=self.row_group_size,
+            # Dictionaries and compression barely shrink pixel floats but slow reading.
+            use_dictionary=False,
+            compression={
+                field.name: "none" if field.name in PIXEL_KEYS else "snappy"
+                for field in kept.schema
+            },
+        )
         os.replace(temporary, shard)
         entry = {
             "file": shard.name,
@@ -456,17 +503,35 @@ def _check_collator(manifest: Mapping[str, Any], collator: Any, where: str) -> N
         raise ConfigurationError(msg)
 
 
-def _samples(batch: Any) -> Iterator[dict[str, torch.Tensor]]:
-    """Samples of one record batch, sliced from its flat columns without a Python list per value."""
-    columns: dict[str, tuple[np.ndarray, np.ndarray] | list[Any]] = {}
+def _flat_columns(batch: Any) -> dict[str, Any]:
+    """Per column, the values of a record batch and each row's bounds in them."""
+    pa = _pyarrow()
+    columns: dict[str, Any] = {}
     for name in batch.schema.names:
         column = batch.column(name)
         if name in SCALAR_COLUMNS:
             columns[name] = column.to_pylist()
+        elif column.type == pa.large_binary():
+            buffers = column.buffers()
+            offsets = np.frombuffer(buffers[1], dtype=np.int64)
+            offsets = offsets[column.offset : column.offset + len(column) + 1]
+            data = (
+                np.frombuffer(buffers[2], dtype=np.uint8) if buffers[2] else np.zeros(0, np.uint8)
+            )
+            columns[name] = (
+                offsets // 4 - offsets[0] // 4,
+                data[offsets[0] : offsets[-1]].view(np.float32),
+            )
         else:
             offsets = column.offsets.to_numpy()
             values = column.values.to_numpy(zero_copy_only=False)
             columns[name] = (offsets - offsets[0], values[offsets[0] : offsets[-1]])
+    return columns
+
+
+def _samples(batch: Any) -> Iterator[dict[str, torch.Tensor]]:
+    """Samples of one record batch, sliced from its flat columns without a Python list per value."""
+    columns = _flat_columns(batch)
     for position in range(batch.num_rows):
         row = {}
         for name, column in columns.items():
@@ -540,7 +605,7 @@ class ParquetShards(torch.utils.data.IterableDataset):
                 "resume the run, or pass allow_incomplete=True to read its complete shards"
             )
             raise ConfigurationError(msg)
-        expected = arrow_schema()
+        expected = shard_schema()
         for shard in shards:
             schema = pa.parquet.read_schema(directory / shard["file"])
             if not schema.remove_metadata().equals(expected):
