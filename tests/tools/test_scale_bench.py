@@ -18,9 +18,16 @@ pytest.importorskip("pyarrow", reason="needs the 'pyarrow' package: pip install 
 
 class TestScaleBenchmark:
     def test_quick_run_prints_every_figure(self):
-        """A quick run without Ray exits 0 and prints rows/s, samples/s and their ratios."""
+        """A quick run (no Ray, no worker processes) exits 0 and prints every rate and ratio."""
         result = subprocess.run(
-            [sys.executable, str(ROOT / "benchmarks" / "scale.py"), "--quick", "--no-ray"],
+            [
+                sys.executable,
+                str(ROOT / "benchmarks" / "scale.py"),
+                "--quick",
+                "--no-ray",
+                "--num-proc",
+                "1",
+            ],
             capture_output=True,
             text=True,
             timeout=300,
@@ -31,10 +38,12 @@ class TestScaleBenchmark:
         rates = re.findall(r"^(.+?) +[\d.]+ (rows/s|samples/s)$", result.stdout, re.M)
         assert [
             ("datasets, 1 process", "rows/s"),
-            ("datasets, 2 processes", "rows/s"),
+            ("datasets, 1 process (num_proc)", "rows/s"),
+            ("datasets, 1 process", "rows/s"),
+            ("datasets, 1 process (num_proc)", "rows/s"),
             ("on-the-fly (chat collator)", "samples/s"),
             ("Parquet shards, padded", "samples/s"),
             ("in-memory pre-tokenized, padded", "samples/s"),
         ] == rates
-        assert 3 == len(re.findall(r"^.+ / .+ = [\d.]+x$", result.stdout, re.M))
+        assert 4 == len(re.findall(r"^.+ / .+ = [\d.]+x$", result.stdout, re.M))
         assert "shard batches identical to on-the-fly batches: yes" in result.stdout
