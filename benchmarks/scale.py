@@ -11,10 +11,10 @@ It prints, from one run on this machine:
 * rows/s of :func:`~vlm_collate.pretokenize` (``Dataset.map`` in one process,
   then in ``--num-proc`` processes) and of
   :func:`~vlm_collate.pretokenize_ray` (``--num-proc`` actors on a local Ray
-  runtime), as ratios against the one-process ``datasets`` path: once for all
-  rows with the engine's start-up (worker processes, Ray actors and the
-  processor they build), once at the margin (the rows after the first half,
-  over the extra time they take), which is what a large dataset sees;
+  runtime), as ratios against the one-process ``datasets`` path. Each
+  includes its engine's start-up (worker processes, Ray actors and the
+  processor they build); for Ray, the rate after its first batch arrived is
+  printed too, closer to what a large dataset sees;
 * samples/s of a ``DataLoader`` reading the Parquet shards into padded batches
   (:class:`~vlm_collate.ParquetShards` with a ``PreTokenizedCollator``), of
   one reading the in-memory pre-tokenized rows, and of one collating on the
@@ -79,54 +79,47 @@ def timed(work: Callable[[], Any]) -> tuple[float, Any]:
     return time.perf_counter() - start, result
 
 
-def two_sizes(name: str, run: Callable[[list], Any], rows: list) -> tuple[dict, dict, Any]:
-    """Rows/s of ``run`` on all rows (start-up included) and at the margin.
-
-    The marginal rate is (n - n/2) rows over t(n) - t(n/2): what one more row
-    costs once the engine is up, which is what a large dataset sees.
-    """
-    half = len(rows) // 2
-    t_half, _ = timed(lambda: run(rows[:half]))
-    t_full, result = timed(lambda: run(rows))
-    marginal = (len(rows) - half) / max(t_full - t_half, 1e-9)
-    return {name: len(rows) / t_full}, {name: marginal}, result
-
-
 def datasets_rates(rows: list[dict[str, Any]], collator: Any, num_proc: int) -> tuple:
     import datasets
 
     datasets.disable_progress_bars()
 
-    def run(part: list, processes: int | None = None) -> Any:
-        return vc.pretokenize(datasets.Dataset.from_list(part), collator, num_proc=processes)
+    def run(processes: int | None) -> Any:
+        return vc.pretokenize(datasets.Dataset.from_list(rows), collator, num_proc=processes)
 
-    whole, margin, stored = two_sizes("datasets, 1 process", run, rows)
+    one, stored = timed(lambda: run(None))
+    many, _ = timed(lambda: run(num_proc))
     name = f"datasets, {num_proc} process{'es' if num_proc > 1 else ''} (num_proc)"
-    more = two_sizes(name, lambda part: run(part, num_proc), rows)
-    return {**whole, **more[0]}, {**margin, **more[1]}, stored
+    return {"datasets, 1 process": len(rows) / one, name: len(rows) / many}, stored
 
 
-def ray_rates(rows: list[dict[str, Any]], collator: Any, num_proc: int) -> tuple[dict, dict]:
+def ray_rates(rows: list[dict[str, Any]], collator: Any, num_proc: int) -> dict[str, float]:
+    """Rows/s of the Ray path with its start-up, and after its first batch arrived."""
     try:
         import ray
     except ImportError:
         print("ray: skipped (pip install 'vlm-collate[ray]')")
-        return {}, {}
+        return {}
     ray.init(num_cpus=num_proc, include_dashboard=False, log_to_driver=False)
     ray.data.DataContext.get_current().enable_progress_bars = False
-
-    def run(part: list) -> int:
-        numbered = [{**row, "row_id": index} for index, row in enumerate(part)]
+    numbered = [{**row, "row_id": index} for index, row in enumerate(rows)]
+    try:
+        start = time.perf_counter()
         result = vc.pretokenize_ray(
             ray.data.from_items(numbered), collator, num_actors=num_proc, index_column="row_id"
         )
-        return sum(batch.num_rows for batch in result.iter_batches(batch_format="pyarrow"))
-
-    try:
-        whole, margin, _ = two_sizes(f"ray, {num_proc} actors", run, rows)
+        arrivals = [
+            (time.perf_counter(), batch.num_rows)
+            for batch in result.iter_batches(batch_format="pyarrow", batch_size=None)
+        ]
     finally:
         ray.shutdown()
-    return whole, margin
+    (first, first_rows), (last, _) = arrivals[0], arrivals[-1]
+    name = f"ray, {num_proc} actor{'s' if num_proc > 1 else ''}"
+    rates = {name: len(rows) / (last - start)}
+    if last > first:
+        rates[f"{name}, after its first batch"] = (len(rows) - first_rows) / (last - first)
+    return rates
 
 
 def samples_per_second(dataset: Any, collate: Callable, arguments: argparse.Namespace) -> float:
@@ -178,15 +171,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     chat = vc.Qwen25VLCollator(processor=processor, pixel_dtype=torch.float32)
     with tempfile.TemporaryDirectory() as scratch:
         rows = dataset_rows(arguments.samples, arguments.seed, Path(scratch))
-        rates, margins, stored = datasets_rates(rows, chat, arguments.num_proc)
+        rates, stored = datasets_rates(rows, chat, arguments.num_proc)
         if not arguments.no_ray:
-            ray_whole, ray_margin = ray_rates(rows, chat, arguments.num_proc)
-            rates.update(ray_whole)
-            margins.update(ray_margin)
-        print("\npre-tokenizing all rows (rows/s, start-up included)")
+            rates.update(ray_rates(rows, chat, arguments.num_proc))
+        print("\npre-tokenizing (rows/s, engine start-up included unless said)")
         print("\n".join(ratios(rates, "datasets, 1 process", "rows/s")))
-        print("\npre-tokenizing at the margin (rows/s: rows n/2..n over t(n) - t(n/2))")
-        print("\n".join(ratios(margins, "datasets, 1 process", "rows/s")))
         vc.write_shards(stored, Path(scratch) / "shards", collator=chat, rows_per_shard=32)
         padded = vc.PreTokenizedCollator(processor=processor)
         shards = vc.ParquetShards.open(Path(scratch) / "shards", collator=padded)

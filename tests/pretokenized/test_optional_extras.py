@@ -17,7 +17,7 @@ class TestMissingExtras:
         monkeypatch.setitem(sys.modules, "ray.data", None)
         collator = vc.Qwen25VLCollator(processor=qwen_processor)
         with pytest.raises(vc.MissingDependencyError, match=r"pip install 'vlm-collate\[ray\]'"):
-            pretokenize_ray([], collator)
+            pretokenize_ray([], collator, index_column="row_id")
 
     def test_pyarrow_missing(self, monkeypatch, tmp_path, qwen_processor):
         """Writing or reading shards without pyarrow names the 'parquet' extra."""

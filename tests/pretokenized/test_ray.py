@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import os
 
 import pytest
 
@@ -30,6 +31,9 @@ KEYS = ["input_ids", "attention_mask", "labels", "pixel_values", "image_grid_thw
 @pytest.fixture(scope="module", autouse=True)
 def runtime():
     """One small local Ray runtime for the module: two CPUs, no dashboard."""
+    # Ray kills workers when the whole machine nears its memory limit, which other
+    # jobs on a shared test machine can cause; the tokenizing itself needs little.
+    os.environ.setdefault("RAY_memory_monitor_refresh_ms", "0")
     ray.init(
         num_cpus=2,
         include_dashboard=False,
@@ -69,14 +73,16 @@ def expected(hf_dataset, collator):
 
 @pytest.fixture(scope="module")
 def ray_rows(hf_dataset, collator):
-    rows = pretokenize_ray(from_datasets(hf_dataset), collator, batch_size=2, num_actors=1)
+    rows = pretokenize_ray(
+        from_datasets(hf_dataset), collator, index_column="row_id", batch_size=2, num_actors=1
+    )
     table = pa.concat_tables(list(rows.iter_batches(batch_format="pyarrow", batch_size=None)))
     return table.sort_by("source_index")
 
 
 def from_datasets(dataset):
-    """The same Arrow table as a Ray dataset (``from_huggingface`` would need aiohttp)."""
-    return ray.data.from_arrow(dataset.data.table)
+    """The same Arrow table as a Ray dataset, with a row id column (``from_huggingface`` would need aiohttp)."""
+    return ray.data.from_arrow(dataset.add_column("row_id", list(range(len(dataset)))).data.table)
 
 
 def kept_rows(table):
@@ -106,11 +112,10 @@ class TestPretokenizeRay:
         got = collate([sample_from_row(row) for row in kept_rows(ray_rows)])
         assert {key: want[key].tolist() for key in KEYS} == {key: got[key].tolist() for key in KEYS}
 
-    def test_factory_options_and_id_column(self, tmp_path, hf_dataset, expected, qwen_processor):
-        """A factory built on the actor, options passed through and an id column feed the shards."""
-        numbered = hf_dataset.add_column("row_id", list(range(len(hf_dataset))))
+    def test_factory_and_options(self, tmp_path, hf_dataset, expected, qwen_processor):
+        """A factory built on the actor, with options passed through, feeds the shards."""
         rows = pretokenize_ray(
-            from_datasets(numbered),
+            from_datasets(hf_dataset),
             functools.partial(qwen_collator, special_tokens_in_text="raise"),
             batch_size=5,
             num_actors=1,
@@ -127,9 +132,13 @@ class TestPretokenizeRay:
     def test_bad_option_fails_before_running(self, hf_dataset, collator):
         """An option the collator does not have fails at once, not on an actor."""
         with pytest.raises(TypeError, match="no_such_option"):
-            pretokenize_ray(from_datasets(hf_dataset), collator, no_such_option=1)
+            pretokenize_ray(
+                from_datasets(hf_dataset), collator, index_column="row_id", no_such_option=1
+            )
 
     def test_bad_pool_size(self, hf_dataset, collator):
         """A pool size that is not a positive int is a ConfigurationError naming the option."""
         with pytest.raises(vc.ConfigurationError, match=r"'num_actors' must be a positive int"):
-            pretokenize_ray(from_datasets(hf_dataset), collator, num_actors=0)
+            pretokenize_ray(
+                from_datasets(hf_dataset), collator, index_column="row_id", num_actors=0
+            )

@@ -141,6 +141,14 @@ class TestPretokenizeCommand:
         assert 2 == status
         assert "settings: shards have" in err
 
+    def test_refuses_other_collator_options_on_resume(self, data, resumed, tmp_path):
+        """Resuming with another collator option is refused, naming the option."""
+        out = tmp_path / "out"
+        shutil.copytree(resumed["out"], out)
+        status, _, err = run(data, out, "--max-length", "64")
+        assert 2 == status
+        assert "collator_options: shards have {'max_length': None}" in err
+
 
 class TestPaddingEstimate:
     def test_padded_and_packed(self):
@@ -153,9 +161,13 @@ class TestPaddingEstimate:
 
 
 class TestRayEngine:
-    def test_same_shards_as_datasets_engine(self, data, resumed, tmp_path, qwen_processor):
+    def test_same_shards_as_datasets_engine(
+        self, data, resumed, tmp_path, qwen_processor, monkeypatch
+    ):
         """--engine ray writes the rows, drops and counts the datasets engine writes."""
         ray = pytest.importorskip("ray", reason="needs Ray Data: pip install 'vlm-collate[ray]'")
+        # Ray's memory monitor kills workers when other jobs fill a shared machine's memory.
+        monkeypatch.setenv("RAY_memory_monitor_refresh_ms", "0")
         out = tmp_path / "out"
         try:
             status, summary, err = run(data, out, "--engine", "ray", "--num-proc", "1")

@@ -39,11 +39,9 @@ class TestScaleBenchmark:
         assert [
             ("datasets, 1 process", "rows/s"),
             ("datasets, 1 process (num_proc)", "rows/s"),
-            ("datasets, 1 process", "rows/s"),
-            ("datasets, 1 process (num_proc)", "rows/s"),
             ("on-the-fly (chat collator)", "samples/s"),
             ("Parquet shards, padded", "samples/s"),
             ("in-memory pre-tokenized, padded", "samples/s"),
         ] == rates
-        assert 4 == len(re.findall(r"^.+ / .+ = [\d.]+x$", result.stdout, re.M))
+        assert 3 == len(re.findall(r"^.+ / .+ = [\d.]+x$", result.stdout, re.M))
         assert "shard batches identical to on-the-fly batches: yes" in result.stdout

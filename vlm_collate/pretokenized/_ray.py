@@ -21,8 +21,6 @@ from ._shards import stored_table
 
 __all__ = ["pretokenize_ray"]
 
-ROW_ID = "__vlm_collate_row__"
-
 
 def _ray_data() -> Any:
     try:
@@ -71,26 +69,14 @@ def _positive(value: Any, name: str) -> None:
         raise ConfigurationError(msg)
 
 
-def _numbered(ray_data: Any, dataset: Any) -> Any:
-    """``dataset`` with each row's position in a column, for datasets that have no id column."""
-    if not hasattr(dataset, "zip"):  # Ray Data drops zip in 2.64
-        msg = (
-            "this Ray version cannot number rows by position; give 'index_column', "
-            "an integer column with each row's id"
-        )
-        raise ConfigurationError(msg)
-    numbers = ray_data.range(dataset.count()).rename_columns({"id": ROW_ID})
-    return numbers.zip(dataset)
-
-
 def pretokenize_ray(
     dataset: Any,
     collator: BaseCollator | Callable[[], BaseCollator],
     *,
+    index_column: str,
     batch_size: int = 16,
     num_actors: int | None = None,
     num_cpus_per_actor: int = 1,
-    index_column: str | None = None,
     **collator_options: Any,
 ) -> Any:
     """Tokenize every row of a ``ray.data.Dataset`` with ``collator`` on a pool of Ray actors.
@@ -112,10 +98,9 @@ def pretokenize_ray(
         batch_size: Rows per ``map_batches`` call.
         num_actors: Actors in the pool; None lets Ray size the pool to the cluster.
         num_cpus_per_actor: CPUs each actor reserves (and its torch threads).
-        index_column: An integer column holding each row's id (recommended on a
-            cluster, where only an id says which row was dropped). None numbers
-            the rows by their position in ``dataset``, with ``Dataset.zip``,
-            which Ray deprecates (it warns) and drops in 2.64.
+        index_column: An integer column holding each row's id: Ray Data keeps
+            no row order, so only an id says which row was dropped (add one
+            when building the dataset, e.g. ``{**row, "row_id": i}``).
         **collator_options: Collator options applied on the actor with
             ``attrs.evolve`` (for example ``label_policy=``, ``max_length=``,
             or any option the collator class accepts).
@@ -130,8 +115,9 @@ def pretokenize_ray(
         raise ConfigurationError(msg)
     if isinstance(collator, BaseCollator):
         build_collator(collator, collator_options)  # bad options fail here, not on an actor
-    if index_column is None:
-        dataset, index_column = _numbered(ray_data, dataset), ROW_ID
+    if not isinstance(index_column, str) or not index_column:
+        msg = f"'index_column' must name an integer column of row ids (got {index_column!r})."
+        raise ConfigurationError(msg)
     return dataset.map_batches(
         _Tokenizer,
         fn_constructor_kwargs={

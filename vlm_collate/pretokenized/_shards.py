@@ -205,10 +205,14 @@ def _differences(expected: Mapping[str, Any], found: Mapping[str, Any], keys: Se
     parts = []
     for key in keys:
         want, got = expected.get(key), found.get(key)
-        if key == "collator":
+        if key in ("collator", "processor"):
             want, got = (want or {}).get("class"), (got or {}).get("class")
-        elif key == "processor":
-            want, got = (want or {}).get("class"), (got or {}).get("class")
+        elif key == "collator_options":
+            want = (expected.get("collator") or {}).get("options") or {}
+            got = (found.get("collator") or {}).get("options") or {}
+            names = sorted(name for name in {*want, *got} if want.get(name) != got.get(name))
+            want = {name: want.get(name) for name in names}
+            got = {name: got.get(name) for name in names}
         if want != got:
             parts.append(f"{key}: shards have {got!r}, the collator has {want!r}")
     return "; ".join(parts)
@@ -252,6 +256,32 @@ def _positive(value: Any, name: str) -> int:
         msg = f"'{name}' must be a positive int (got {value!r})."
         raise ConfigurationError(msg)
     return value
+
+
+def _normalised(rows: Any, first_index: int) -> Any:
+    """Stored rows as one Arrow table in the stored schema, ids shifted, in id order."""
+    pa = _pyarrow()
+    table = _dataset_table(rows) if isinstance(rows, PreTokenizedDataset) else rows
+    table = table.select(arrow_schema().names).cast(arrow_schema())
+    if first_index:
+        import pyarrow.compute as pc
+
+        shifted = pc.add(table["source_index"], pa.scalar(first_index, pa.int64()))
+        position = table.schema.get_field_index("source_index")
+        table = table.set_column(position, "source_index", shifted)
+    return table.sort_by("source_index")
+
+
+def _dropped_entries(dropped: Any) -> list[dict[str, Any]]:
+    return [
+        {"index": index, "reason": reason, "detail": detail}
+        for index, reason, detail in zip(
+            dropped["source_index"].to_pylist(),
+            dropped["dropped_reason"].to_pylist(),
+            dropped["dropped_detail"].to_pylist(),
+            strict=True,
+        )
+    ]
 
 
 @attrs.frozen(kw_only=True)
@@ -306,7 +336,7 @@ class ShardWriter:
         }
         if (directory / MANIFEST).exists():
             found = _read_json(directory / MANIFEST)
-            differs = _differences(header, found, (*_CHECKED, "settings"))
+            differs = _differences(header, found, (*_CHECKED, "collator_options", "settings"))
             if differs:
                 msg = f"{str(directory)!r} holds shards made differently ({differs})"
                 raise ConfigurationError(msg)
@@ -338,16 +368,7 @@ class ShardWriter:
                 first source row when ``rows`` were numbered from 0.
         """
         pa = _pyarrow()
-        table = _dataset_table(rows) if isinstance(rows, PreTokenizedDataset) else rows
-        table = table.select(arrow_schema().names).cast(arrow_schema())
-        if first_index:
-            import pyarrow.compute as pc
-
-            shifted = pc.add(table["source_index"], pa.scalar(first_index, pa.int64()))
-            table = table.set_column(
-                table.schema.get_field_index("source_index"), "source_index", shifted
-            )
-        table = table.sort_by("source_index")
+        table = _normalised(rows, first_index)
         reasons = table["dropped_reason"].to_pylist()
         kept = table.filter(pa.array([not reason for reason in reasons]))
         dropped = table.filter(pa.array([bool(reason) for reason in reasons]))
@@ -369,15 +390,7 @@ class ShardWriter:
             "file": shard.name,
             "rows": kept.num_rows,
             **_counts(kept),
-            "dropped": [
-                {"index": index, "reason": reason, "detail": detail}
-                for index, reason, detail in zip(
-                    dropped["source_index"].to_pylist(),
-                    dropped["dropped_reason"].to_pylist(),
-                    dropped["dropped_detail"].to_pylist(),
-                    strict=True,
-                )
-            ],
+            "dropped": _dropped_entries(dropped),
             "complete": True,
         }
         _write_json(self._mark(number), entry)
@@ -544,6 +557,21 @@ def _samples(batch: Any) -> Iterator[dict[str, torch.Tensor]]:
         yield sample_from_row(row)
 
 
+def _check_schemas(directory: pathlib.Path, shards: Sequence[Mapping[str, Any]]) -> None:
+    """Refuse any shard whose columns are not the stored-row columns (read from its footer)."""
+    pa = _pyarrow()
+    expected = shard_schema()
+    for shard in shards:
+        schema = pa.parquet.read_schema(directory / shard["file"])
+        if not schema.remove_metadata().equals(expected):
+            msg = (
+                f"shard {shard['file']!r} does not have the stored-row columns "
+                f"(expected {expected.names}, got {schema.names} with types "
+                f"{[str(field.type) for field in schema]})"
+            )
+            raise ConfigurationError(msg)
+
+
 @attrs.frozen(kw_only=True)
 class ParquetShards(torch.utils.data.IterableDataset):
     """Pre-tokenized samples streamed from Parquet shards, one row group at a time.
@@ -590,7 +618,7 @@ class ParquetShards(torch.utils.data.IterableDataset):
             allow_incomplete: Read the complete shards of an unfinished run
                 instead of refusing it.
         """
-        pa = _pyarrow()
+        _pyarrow()
         directory = pathlib.Path(path)
         manifest = _read_json(directory / MANIFEST)
         if manifest.get("format") != FORMAT:
@@ -598,23 +626,13 @@ class ParquetShards(torch.utils.data.IterableDataset):
             msg = f"{str(directory)!r} is not a shard directory (manifest format {found!r})"
             raise ConfigurationError(msg)
         _check_collator(manifest, collator, f"the shards in {str(directory)!r}")
-        shards = manifest.get("shards") or []
         if not allow_incomplete and not manifest.get("complete"):
             msg = (
                 f"{str(directory)!r} holds an unfinished run (its manifest is not complete); "
                 "resume the run, or pass allow_incomplete=True to read its complete shards"
             )
             raise ConfigurationError(msg)
-        expected = shard_schema()
-        for shard in shards:
-            schema = pa.parquet.read_schema(directory / shard["file"])
-            if not schema.remove_metadata().equals(expected):
-                msg = (
-                    f"shard {shard['file']!r} does not have the stored-row columns "
-                    f"(expected {expected.names}, got {schema.names} with types "
-                    f"{[str(field.type) for field in schema]})"
-                )
-                raise ConfigurationError(msg)
+        _check_schemas(directory, manifest.get("shards") or [])
         return cls(path=directory, manifest=manifest, rank=rank, world_size=world_size)
 
     def _my_shards(self) -> list[str]:
