@@ -41,8 +41,8 @@ from typing import Any
 import torch
 
 import vlm_collate as vc
-from vlm_collate.tools.bench import ConversationWriter, collate_samples
 from vlm_collate.testing import build_processor
+from vlm_collate.tools.bench import ConversationWriter, collate_samples
 
 WORKER_COUNTS = (0, 1, 2)
 MODES = ("on-the-fly", "pre-tokenized")

@@ -55,6 +55,7 @@ __all__ = [
     "NemotronParseCollator",
     "OverlongError",
     "PackResult",
+    "ParquetShards",
     "PerSampleImagesMedia",
     "Phi4MMCollator",
     "PlainMedia",
@@ -74,6 +75,7 @@ __all__ = [
     "SampleError",
     "SampleTypeError",
     "SampleWarning",
+    "ShardWriter",
     "SkipEmptyThink",
     "SpecialTokenError",
     "TemplateError",
@@ -83,8 +85,10 @@ __all__ = [
     "collator_for",
     "pack",
     "pretokenize",
+    "pretokenize_ray",
     "pretokenize_sample",
     "register_collator",
+    "write_shards",
 ]
 
 

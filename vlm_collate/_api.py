@@ -55,11 +55,15 @@ from .media import AudioMedia, MediaAccess, MediaStrategy, PlainMedia, QwenVLUti
 from .pretokenized import (
     NeatPackedCollator,
     PackResult,
+    ParquetShards,
     PreTokenizedCollator,
     PreTokenizedDataset,
+    ShardWriter,
     pack,
     pretokenize,
+    pretokenize_ray,
     pretokenize_sample,
+    write_shards,
 )
 from .registry import collator_for, register_collator
 from .robust import RobustCollator

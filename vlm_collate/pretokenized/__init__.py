@@ -20,6 +20,14 @@ from ._pretokenize import (
     pretokenize,
     sample_from_row,
 )
+from ._ray import (
+    pretokenize_ray,
+)
+from ._shards import (
+    ParquetShards,
+    ShardWriter,
+    write_shards,
+)
 from ._validate import (
     OPTIONAL_TOKEN_KEYS,
     REQUIRED_TOKEN_KEYS,
@@ -40,10 +48,12 @@ __all__ = [
     "NeatPackedCollator",
     "OPTIONAL_TOKEN_KEYS",
     "PackResult",
+    "ParquetShards",
     "PreTokenizedCollator",
     "PreTokenizedDataset",
     "REQUIRED_TOKEN_KEYS",
     "Row",
+    "ShardWriter",
     "WEIGHTS_KEY",
     "block_causal_mask",
     "check_documents",
@@ -55,10 +65,12 @@ __all__ = [
     "pack",
     "position_ids",
     "pretokenize",
+    "pretokenize_ray",
     "pretokenize_sample",
     "read_row",
     "sample_from_row",
     "token_tensors",
+    "write_shards",
 ]
 
 _publish(globals(), __all__, "vlm_collate.pretokenized")

@@ -16,6 +16,8 @@ turns a stored row back into the mapping of tensors the collators take.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -56,19 +58,35 @@ def _datasets() -> Any:
     return datasets
 
 
+def stored_columns() -> dict[str, str]:
+    """Every stored column and its Arrow element type: ``"int64"``, ``"float32"`` or ``"string"``.
+
+    A column of tensor data holds a list of that type; ``source_index`` is a
+    scalar int64 and the ``dropped_*`` columns are scalar strings. Both the
+    ``datasets`` path and the Parquet shards write exactly these columns.
+    """
+    columns = {key: "int64" for key in TOKEN_KEYS}
+    columns[WEIGHTS_KEY] = "float32"
+    for key in STORED_MEDIA_KEYS:
+        columns[key] = np.dtype(_DTYPES[key]).name
+        columns[key + _SHAPE] = "int64"
+    columns.update(source_index="int64", dropped_reason="string", dropped_detail="string")
+    return columns
+
+
+SCALAR_COLUMNS = ("source_index", "dropped_reason", "dropped_detail")
+
+
 def _features() -> Any:
     datasets = _datasets()
-    columns: dict[str, Any] = {
-        key: datasets.Sequence(datasets.Value("int64")) for key in TOKEN_KEYS
-    }
-    columns[WEIGHTS_KEY] = datasets.Sequence(datasets.Value("float32"))
-    for key in STORED_MEDIA_KEYS:
-        columns[key] = datasets.Sequence(datasets.Value(np.dtype(_DTYPES[key]).name))
-        columns[key + _SHAPE] = datasets.Sequence(datasets.Value("int64"))
-    columns["source_index"] = datasets.Value("int64")
-    columns["dropped_reason"] = datasets.Value("string")
-    columns["dropped_detail"] = datasets.Value("string")
-    return datasets.Features(columns)
+    return datasets.Features(
+        {
+            key: datasets.Value(kind)
+            if key in SCALAR_COLUMNS
+            else datasets.Sequence(datasets.Value(kind))
+            for key, kind in stored_columns().items()
+        }
+    )
 
 
 def _decode_image(value: Any) -> Any:
@@ -117,9 +135,10 @@ def _stored(value: Any, key: str, index: int) -> tuple[np.ndarray, list[int]]:
     return tensor.reshape(-1).numpy(), np.asarray(tensor.shape, dtype=np.int64)
 
 
-def _row(
+def stored_row(
     collator: Any, example: Mapping[str, Any], index: int, row_format: RowFormat
 ) -> dict[str, Any]:
+    """Tokenize one source row with ``collator`` into a stored row (a dropped one says why)."""
     from ._collator import pretokenize_sample
 
     no_ints = np.zeros(0, dtype=np.int64)
@@ -157,6 +176,31 @@ def _row(
     return row
 
 
+def stored_rows(
+    collator: Any,
+    batch: Mapping[str, Sequence[Any]],
+    indices: Sequence[int],
+    row_format: RowFormat | None = None,
+) -> dict[str, list[Any]]:
+    """Stored rows, column by column, of a batch of source rows (``{column: values}``).
+
+    ``indices`` are the rows' positions in the source dataset; every engine
+    (``Dataset.map``, Ray Data) builds its rows here, so they are the same.
+    Rows are converted from ``row_format`` (None: the collator's ``format``)
+    once, here; the collator then sees the library's own samples.
+    """
+    if row_format is None:
+        row_format = collator.format
+        collator = attrs.evolve(collator, format="conversation")
+    rows = [
+        stored_row(
+            collator, {key: values[position] for key, values in batch.items()}, index, row_format
+        )
+        for position, index in enumerate(indices)
+    ]
+    return {key: [row[key] for row in rows] for key in stored_columns()}
+
+
 def _map_batch(
     batch: Mapping[str, list[Any]],
     indices: list[int],
@@ -169,11 +213,7 @@ def _map_batch(
         # A forked worker must not reuse the parent's OpenMP pool (it can deadlock),
         # and num_proc workers with one thread each do not oversubscribe the cores.
         torch.set_num_threads(1)
-    rows = [
-        _row(collator, {key: values[position] for key, values in batch.items()}, index, row_format)
-        for position, index in enumerate(indices)
-    ]
-    return {key: [row[key] for row in rows] for key in rows[0]}
+    return stored_rows(collator, batch, indices, row_format)
 
 
 def sample_from_row(row: Mapping[str, Any]) -> dict[str, torch.Tensor]:
@@ -225,6 +265,40 @@ class PreTokenizedDataset(Sequence):
         """Row of the source dataset each kept sample came from."""
         return list(self.dataset["source_index"])
 
+    @staticmethod
+    def from_parquet(path: Any, *, collator: Any, **options: Any) -> Any:
+        """Stream shards written by :func:`~vlm_collate.pretokenized.write_shards`.
+
+        The same as :meth:`ParquetShards.open <vlm_collate.pretokenized.ParquetShards.open>`.
+        """
+        from ._shards import ParquetShards
+
+        return ParquetShards.open(path, collator=collator, **options)
+
+
+def _map_fingerprint(dataset: Any, collator: Any, batch_size: int) -> str | None:
+    """A cache key for ``Dataset.map`` from what decides the rows.
+
+    Without it ``datasets`` hashes the whole collator, processor included,
+    with dill: seconds per call for a large vocabulary.
+    """
+    source = getattr(dataset, "_fingerprint", None)
+    if source is None:
+        return None
+    from .. import __version__
+    from ._shards import collator_fingerprint
+
+    processor = collator.processor
+    described = {
+        "source": source,
+        "collator": collator_fingerprint(collator),
+        "processor": processor.to_json_string() if hasattr(processor, "to_json_string") else "",
+        "batch_size": batch_size,
+        "version": __version__,
+    }
+    encoded = json.dumps(described, sort_keys=True, default=str).encode("utf-8")
+    return hashlib.sha256(encoded).hexdigest()[:32]
+
 
 def pretokenize(
     dataset: Any,
@@ -267,6 +341,7 @@ def pretokenize(
     collator = attrs.evolve(collator, format="conversation")
     stored = dataset.map(
         _map_batch,
+        new_fingerprint=_map_fingerprint(dataset, collator, batch_size),
         batched=True,
         batch_size=batch_size,
         with_indices=True,

@@ -26,6 +26,7 @@ from typing import Any, TextIO
 from .. import __version__
 from ..errors import ConfigurationError, VLMCollateError
 from ..formats import FORMATS
+from .pretokenize import add_parser as add_pretokenize
 from .terminal import visible
 
 __all__ = ["main"]
@@ -420,4 +421,5 @@ def _add_convert(commands: Any) -> None:
 _COMMANDS: tuple[tuple[str, Callable[[Any], None]], ...] = (
     ("inspect", _add_inspect),
     ("convert", _add_convert),
+    ("pretokenize", add_pretokenize),
 )
