@@ -10,6 +10,7 @@ the processor class names it handles with :func:`register_collator`.
 
 from __future__ import annotations
 
+from ._hf_trainer import PreShiftedLabelsWarning, hf_trainer_collator
 from ._pipeline import BaseCollator, CollateReport, DroppedSample, SampleWarning
 from .errors import (
     BatchError,
@@ -101,6 +102,7 @@ __all__ = [
     "Phi4MMCollator",
     "PlainMedia",
     "PreExpandedImages",
+    "PreShiftedLabelsWarning",
     "PreTokenizedCollator",
     "PreTokenizedDataset",
     "ProcessorError",
@@ -123,6 +125,7 @@ __all__ = [
     "TurnMarkers",
     "VLMCollateError",
     "collator_for",
+    "hf_trainer_collator",
     "pack",
     "pretokenize",
     "pretokenize_sample",

@@ -26,6 +26,7 @@ from typing import Any, ClassVar, Literal
 import attrs
 import torch
 
+from ._hf_trainer import warn_if_shifted_for_trainer
 from ._options import one_of as _one_of
 from ._padding import padded_length, padded_side, repad, shift_for_next_token, token_axis_keys
 from ._prepare import prepare_sample
@@ -228,6 +229,7 @@ class BaseCollator:
         init=False, default=False, eq=False, repr=False
     )
     _media_ids: torch.Tensor | None = attrs.field(init=False, default=None, eq=False, repr=False)
+    _warned_pre_shift: bool = attrs.field(init=False, default=False, eq=False, repr=False)
 
     def __attrs_post_init__(self) -> None:
         for name, kind in (("label_strategy", LabelStrategy), ("media_strategy", MediaStrategy)):
@@ -266,6 +268,8 @@ class BaseCollator:
     def __call__(self, examples: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         """Collate ``examples`` into a batch of tensors."""
         report = self.last_report = CollateReport(batch_size=0)
+        if not self._warned_pre_shift:
+            self._warned_pre_shift = warn_if_shifted_for_trainer(self)
         samples = self.filter(examples, report)
         while True:
             batch = self.template(samples)
