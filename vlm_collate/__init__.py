@@ -1,7 +1,7 @@
 """Chat-style multimodal samples to training batches for VLM fine-tuning.
 
 Importing the package imports every model family, and each family registers
-the processor class names it handles with :func:`register_collator`.
+the processor class names it handles with [`register_collator`][vlm_collate.register_collator].
 
 >>> import vlm_collate as vc
 >>> collator = vc.collator_for(processor, max_length=4096)   # doctest: +SKIP

@@ -13,7 +13,8 @@ __all__ = ["one_of"]
 
 
 def one_of(*choices: str) -> Callable[[Any, attrs.Attribute, Any], None]:
-    """A validator accepting only ``choices``; anything else is a :class:`ConfigurationError`."""
+    """A validator accepting only ``choices``; anything else is a
+    [`ConfigurationError`][vlm_collate.ConfigurationError]."""
 
     def check(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
         if value not in choices:

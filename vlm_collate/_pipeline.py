@@ -1,6 +1,6 @@
 """The collator pipeline, as a template method.
 
-:meth:`BaseCollator.__call__` runs every batch through the same steps::
+`BaseCollator.__call__` runs every batch through the same steps:
 
     filter    validate, copy and normalise samples; apply the text and length policies
     template  render the chat template and run the processor
@@ -10,7 +10,7 @@
     pad       pad / truncate token-axis tensors, then shift labels
     media     the media strategy finishes pixels and per-sample media counts
 
-A model family subclasses :class:`BaseCollator`, names its ``label_strategy``
+A model family subclasses [`BaseCollator`][vlm_collate.BaseCollator], names its ``label_strategy``
 and ``media_strategy``, and overrides only the steps that differ.
 """
 
@@ -172,12 +172,14 @@ class BaseCollator:
         special_tokens_in_text: Policy for message text holding control tokens.
         overlong: Policy for a sample longer than ``max_length``.
         unsupported_media: Policy for a sample holding media the processor
-            cannot take (see :meth:`supported_media`): ``"raise"`` or ``"drop"``.
+            cannot take (see
+            [`supported_media`][vlm_collate._pipeline.BaseCollator.supported_media]): ``"raise"`` or
+            ``"drop"``.
         max_image_pixels: Largest accepted image area (decompression-bomb guard).
         processor_kwargs: Extra keyword arguments for the processor call.
         label_strategy: Finds the assistant turns (which tokens are trained).
         label_policy: Chooses which of the turns are trained, their end-of-turn
-            tokens, reasoning blocks and loss weights (a :class:`LabelPolicy`
+            tokens, reasoning blocks and loss weights (a [`LabelPolicy`][vlm_collate.LabelPolicy]
             or a mapping of its options). The default trains every assistant
             turn, as the seed does.
         media_strategy: Gathers and finishes media.

@@ -1,7 +1,8 @@
 """Validating samples and copying their conversations.
 
-:func:`prepare_sample` checks a sample's shape, names the exact place that is
-wrong, and returns a :class:`~vlm_collate._samples.Sample` holding a normalised
+[`prepare_sample`][vlm_collate._prepare.prepare_sample] checks a sample's shape, names the exact
+place that is
+wrong, and returns a [`Sample`][vlm_collate._samples.Sample] holding a normalised
 *copy* of the conversation; the caller's data is never modified.
 """
 

@@ -4,7 +4,7 @@ An existing training config switches to this package by changing its import
 path, e.g. ``nemo_automodel.components.datasets.vlm.collate_fns.qwen2_5_collate_fn``
 becomes ``vlm_collate.compat.qwen2_5_collate_fn``. Each function is a thin
 wrapper over a collator class. Two things differ from the seed on purpose:
-bad input raises :class:`~vlm_collate.errors.VLMCollateError` (with the
+bad input raises [`VLMCollateError`][vlm_collate.VLMCollateError] (with the
 collators' default policies) instead of training on a nan loss, and padding is
 never labelled, even in rows cut by truncation.
 """
@@ -120,7 +120,7 @@ def default_collate_fn(
     drop_overlong: bool = False,
     _post_tokenize_hook: PostTokenizeHook | None = None,
 ) -> dict[str, torch.Tensor]:
-    """The seed's ``default_collate_fn`` on :class:`~vlm_collate.DefaultCollator`.
+    """The seed's ``default_collate_fn`` on [`DefaultCollator`][vlm_collate.DefaultCollator].
 
     As in the seed, ``max_length`` pads every batch to ``max_length``; longer
     samples are truncated (never through media tokens), or dropped by estimate
@@ -148,14 +148,15 @@ def _seed_length_options(max_length: int | None, drop_overlong: bool) -> dict[st
 def qwen2_5_collate_fn(
     examples: Sequence[Mapping[str, Any]], processor: Any
 ) -> dict[str, torch.Tensor]:
-    """The seed's ``qwen2_5_collate_fn`` on :class:`~vlm_collate.Qwen25VLCollator`."""
+    """The seed's ``qwen2_5_collate_fn`` on [`Qwen25VLCollator`][vlm_collate.Qwen25VLCollator]."""
     return _cached(Qwen25VLCollator, processor)(examples)
 
 
 def qwen3_omni_collate_fn(
     examples: Sequence[Mapping[str, Any]], processor: Any, use_audio_in_video: bool = False
 ) -> dict[str, torch.Tensor]:
-    """The seed's ``qwen3_omni_collate_fn`` on :class:`~vlm_collate.Qwen3OmniCollator`."""
+    """The seed's ``qwen3_omni_collate_fn`` on
+    [`Qwen3OmniCollator`][vlm_collate.Qwen3OmniCollator]."""
     return _cached(Qwen3OmniCollator, processor, use_audio_in_video=use_audio_in_video)(examples)
 
 
@@ -185,14 +186,16 @@ def kimi_k25_vl_collate_fn(
 def llava_onevision_collate_fn(
     examples: Sequence[Mapping[str, Any]], processor: Any
 ) -> dict[str, torch.Tensor]:
-    """The seed's ``llava_onevision_collate_fn`` on :class:`~vlm_collate.LlavaOneVisionCollator`."""
+    """The seed's ``llava_onevision_collate_fn`` on
+    [`LlavaOneVisionCollator`][vlm_collate.LlavaOneVisionCollator]."""
     return _cached(LlavaOneVisionCollator, processor)(examples)
 
 
 def nemotron_parse_collate_fn(
     examples: Sequence[Mapping[str, Any]], processor: Any, task_prompt: str = DEFAULT_TASK_PROMPT
 ) -> dict[str, torch.Tensor]:
-    """The seed's ``nemotron_parse_collate_fn`` on :class:`~vlm_collate.NemotronParseCollator`."""
+    """The seed's ``nemotron_parse_collate_fn`` on
+    [`NemotronParseCollator`][vlm_collate.NemotronParseCollator]."""
     return _cached(NemotronParseCollator, processor, task_prompt=task_prompt)(examples)
 
 
@@ -202,7 +205,8 @@ def nemotron_omni_collate_fn(
     max_length: int | None = None,
     max_video_frames: int = 8,
 ) -> dict[str, torch.Tensor]:
-    """The seed's ``nemotron_omni_collate_fn`` on :class:`~vlm_collate.NemotronOmniCollator`."""
+    """The seed's ``nemotron_omni_collate_fn`` on
+    [`NemotronOmniCollator`][vlm_collate.NemotronOmniCollator]."""
     return _cached(
         NemotronOmniCollator, processor, max_length=max_length, max_video_frames=max_video_frames
     )(examples)
@@ -211,14 +215,14 @@ def nemotron_omni_collate_fn(
 def phi4_mm_collate_fn(
     examples: Sequence[Mapping[str, Any]], processor: Any
 ) -> dict[str, torch.Tensor]:
-    """The seed's ``phi4_mm_collate_fn`` on :class:`~vlm_collate.Phi4MMCollator`."""
+    """The seed's ``phi4_mm_collate_fn`` on [`Phi4MMCollator`][vlm_collate.Phi4MMCollator]."""
     return _cached(Phi4MMCollator, processor)(examples)
 
 
 def gemma4_prefix_collate_fn(
     examples: Sequence[Mapping[str, Any]], processor: Any, max_length: int | None = None
 ) -> dict[str, torch.Tensor]:
-    """The seed's ``gemma4_prefix_collate_fn`` on :class:`~vlm_collate.Gemma4Collator`."""
+    """The seed's ``gemma4_prefix_collate_fn`` on [`Gemma4Collator`][vlm_collate.Gemma4Collator]."""
     return _cached(Gemma4Collator, processor, max_length=max_length)(examples)
 
 
@@ -252,7 +256,7 @@ def gemma4_inject_thinking_prefix(
 def pad_collate_fn(
     examples: Sequence[Mapping[str, Any]], processor: Any, max_length: int | None = None
 ) -> dict[str, torch.Tensor]:
-    """The seed's ``pad_collate_fn`` on :class:`~vlm_collate.PreTokenizedCollator`.
+    """The seed's ``pad_collate_fn`` on [`PreTokenizedCollator`][vlm_collate.PreTokenizedCollator].
 
     As in the seed: rows padded to ``max_length`` when given, bfloat16 pixels,
     labels shifted; a row longer than ``max_length`` is truncated, except
@@ -270,14 +274,15 @@ def neat_packed_vlm_collater(
     max_length: int | None = None,
     attn_implementation: str = "sdpa",
 ) -> dict:
-    """The seed's ``neat_packed_vlm_collater`` on :class:`~vlm_collate.NeatPackedCollator`."""
+    """The seed's ``neat_packed_vlm_collater`` on
+    [`NeatPackedCollator`][vlm_collate.NeatPackedCollator]."""
     return NeatPackedCollator(
         padding_idx=padding_idx, max_length=max_length, attn_implementation=attn_implementation
     )(batch)
 
 
 def _cached_plain(cls: type, processor: Any, **options: Any) -> Any:
-    """Like :func:`_cached`, for collators that take ``processor`` as an option."""
+    """Like `_cached`, for collators that take ``processor`` as an option."""
     if processor is None:
         return cls(**options)
     return _cached(cls, processor, **options)
@@ -288,7 +293,7 @@ def build_labels(
     conversations: Sequence[Sequence[dict[str, Any]]],
     processor: Any,
 ) -> torch.Tensor:
-    """The seed's BPE pattern-matching labels (:class:`~vlm_collate.LegacyBPEMatch`)."""
+    """The seed's BPE pattern-matching labels ([`LegacyBPEMatch`][vlm_collate.LegacyBPEMatch])."""
     return LegacyBPEMatch().build(input_ids_batch, conversations, processor)
 
 

@@ -1,7 +1,7 @@
 """Errors raised by vlm_collate.
 
-Every error derives from :class:`VLMCollateError` and from the built-in that
-fits it, so ``except ValueError`` keeps working in code that predates us::
+Every error derives from [`VLMCollateError`][vlm_collate.VLMCollateError] and from the built-in that
+fits it, so ``except ValueError`` keeps working in code that predates us:
 
     VLMCollateError (Exception)
     ├── SampleError (ValueError)          a sample is malformed; names sample and message

@@ -75,7 +75,8 @@ class NemotronParseCollator(BaseCollator):
     Nemotron-Parse has no chat template: each row is ``task_prompt`` followed
     by the first assistant message's text, tokenized with the tokenizer's
     own ``<s>`` / ``</s>``, and the sample's single page image. Only the
-    target and its ``</s>`` are trained (:class:`PromptPrefixMask`). The batch
+    target and its ``</s>`` are trained ([`PromptPrefixMask`][vlm_collate.PromptPrefixMask]). The
+    batch
     adds ``decoder_input_ids`` and ``decoder_attention_mask``: with
     ``shift_labels`` (the seed's layout) they are the shifted rows; without,
     the rows shifted right behind the decoder start token. Pixels default to

@@ -2,10 +2,11 @@
 
 An audio item's ``"audio"`` may be a 1-D array (already at the processor's
 rate), an ``(array, rate)`` pair, a ``{"array", "sampling_rate"}`` dict (the
-Hugging Face ``datasets`` format) or a file path. :func:`load_waveform` turns
+Hugging Face ``datasets`` format) or a file path. [`load_waveform`][vlm_collate.media.load_waveform]
+turns
 any of them into a mono float32 array at the processor's rate, resampling
-with :func:`resample` (a band-limited polyphase filter in torch) and reading
-files with PyAV. :class:`AudioMedia` is the media strategy that does this for
+with [`resample`][vlm_collate.media.resample] (a band-limited polyphase filter in torch) and reading
+files with PyAV. [`AudioMedia`][vlm_collate.AudioMedia] is the media strategy that does this for
 every audio item of a batch.
 """
 

@@ -1,9 +1,11 @@
 """Media strategies: gathering media for the processor, finishing media in the batch.
 
-A :class:`MediaStrategy` has two jobs. :meth:`~MediaStrategy.gather` turns the
+A [`MediaStrategy`][vlm_collate.MediaStrategy] has two jobs.
+[`gather`][vlm_collate.media._strategies.MediaStrategy.gather] turns the
 batch's conversations into keyword arguments for the processor call
 (``images=``, ``videos=``, ...; only modalities that are present).
-:meth:`~MediaStrategy.finalize` finishes the media entries of the batch: pixel
+[`finalize`][vlm_collate.media._strategies.MediaStrategy.finalize] finishes the media entries of the
+batch: pixel
 dtype, per-sample media counts and ``num_patches``.
 """
 
@@ -177,7 +179,7 @@ def iter_media_items(
     """Yield ``(location, item)`` for every media item, in conversation order.
 
     ``location`` holds ``sample_index`` (the position in ``conversations``),
-    ``message_index`` and ``item_index``, ready for a :class:`MediaError`.
+    ``message_index`` and ``item_index``, ready for a [`MediaError`][vlm_collate.MediaError].
     """
     for position, conversation in enumerate(conversations):
         for message_index, message in enumerate(conversation):

@@ -98,7 +98,8 @@ def read_video(
     max_frames: int | None = None,
     factor: int = 1,
 ) -> DecodedVideo:
-    """Decode the frames of a video file that :func:`frame_indices` selects.
+    """Decode the frames of a video file that [`frame_indices`][vlm_collate.media.frame_indices]
+    selects.
 
     Raises:
         MediaError: The file cannot be opened or holds no video frames.
@@ -147,7 +148,7 @@ def _decode(
 
 
 class _opened:
-    """``av.open`` whose failures become :class:`MediaError`."""
+    """``av.open`` whose failures become [`MediaError`][vlm_collate.MediaError]."""
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = os.fspath(path)

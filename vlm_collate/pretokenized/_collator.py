@@ -7,7 +7,7 @@ optionally 1-D float ``loss_weights`` (as a collator with
 processor produced (``pixel_values``, ``image_grid_thw``, ...). Tokenizing
 samples ahead of time (in dataset workers, or once and cached) leaves the
 collator nothing to do but pad, stack, shift and concatenate media.
-:func:`pretokenize_sample` makes such a sample with any chat collator.
+[`pretokenize_sample`][vlm_collate.pretokenize_sample] makes such a sample with any chat collator.
 """
 
 from __future__ import annotations
@@ -212,7 +212,7 @@ class PreTokenizedCollator:
     """Pads, stacks and shifts pre-tokenized samples; concatenates their media.
 
     The seed's ``pad_collate_fn``. It runs no chat template and no processor,
-    so it is not a :class:`~vlm_collate.BaseCollator`; the processor, when
+    so it is not a [`BaseCollator`][vlm_collate.BaseCollator]; the processor, when
     given, only supplies the pad id and the media token ids that truncation
     must not cut.
 
@@ -429,7 +429,8 @@ class PreTokenizedCollator:
 
 
 def pretokenize_sample(collator: Any, example: Mapping[str, Any]) -> dict[str, Any]:
-    """Tokenize one chat sample ahead of time with ``collator``, for :class:`PreTokenizedCollator`.
+    """Tokenize one chat sample ahead of time with ``collator``, for
+    [`PreTokenizedCollator`][vlm_collate.PreTokenizedCollator].
 
     The collator runs on ``[example]`` alone with unshifted labels and no
     padding; the result holds 1-D token tensors (``input_ids``,
@@ -438,7 +439,7 @@ def pretokenize_sample(collator: Any, example: Mapping[str, Any]) -> dict[str, A
     ``loss_weights``, unshifted like ``labels``.
 
     Args:
-        collator: A chat collator (any :class:`~vlm_collate.BaseCollator`).
+        collator: A chat collator (any [`BaseCollator`][vlm_collate.BaseCollator]).
         example: One ``{"conversation": [...]}`` sample.
     """
     single = attrs.evolve(collator, shift_labels=False, padding="longest", pad_to_multiple_of=None)

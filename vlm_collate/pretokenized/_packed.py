@@ -79,7 +79,7 @@ class NeatPackedCollator:
     packer; this collator pads them with ``IGNORE_INDEX`` and never shifts.
 
     Packs may carry 1-D float ``loss_weights`` (finite, >= 0, as
-    :func:`~vlm_collate.pretokenized.pack` makes them). When at least one does, the
+    [`pack`][vlm_collate.pack] makes them). When at least one does, the
     batch gets a float32 ``loss_weights`` shaped like ``labels``: padded with
     0.0, 1.0 on the trained tokens of packs without weights, and 0.0 wherever
     ``labels`` are ``IGNORE_INDEX`` (the pack's own padding included).
@@ -88,7 +88,7 @@ class NeatPackedCollator:
         padding_idx: Pad id of ``input_ids``.
         max_length: Pad every batch to this length (one shape for
             ``torch.compile``); None pads to the longest pack. A longer pack
-            raises :class:`~vlm_collate.OverlongError`.
+            raises [`OverlongError`][vlm_collate.OverlongError].
         attn_implementation: ``"flash_attention_2"`` keeps the indexed ``[B, S]``
             map as ``attention_mask``; ``"sdpa"`` and ``"eager"`` get a boolean
             block-causal ``[B, 1, S, S]`` mask (True = attend).

@@ -5,18 +5,18 @@ Run it with ``python -m vlm_collate.tools.bench`` or ``vlm-collate bench``
 compared with a baseline measured in the same process and run, so the ratios
 hold on any machine even when the absolute times do not:
 
-1. ``labels``: the vectorised :func:`~vlm_collate.labels.assistant_spans`
-   against :func:`~vlm_collate.labels.naive_assistant_spans` (a per-token
+1. ``labels``: the vectorised [`assistant_spans`][vlm_collate.labels.assistant_spans]
+   against [`naive_assistant_spans`][vlm_collate.labels.naive_assistant_spans] (a per-token
    Python scan) on rows of real Qwen tokens; the two masks must be identical.
-2. ``collate``: a :class:`~vlm_collate.Qwen25VLCollator` batch against the
+2. ``collate``: a [`Qwen25VLCollator`][vlm_collate.Qwen25VLCollator] batch against the
    work no collator can avoid (rendering the chat template and one processor
    call), as an overhead in percent.
 3. ``derived markers``: chat-template renders made while building labels
-   with :class:`~vlm_collate.DerivedTemplateMarker`, after the first batch.
+   with [`DerivedTemplateMarker`][vlm_collate.DerivedTemplateMarker], after the first batch.
 4. ``seed``: the seed's ``qwen2_5_collate_fn`` on the same batch, when
    ``nemo_automodel`` is importable.
 
-The processors are the offline ones of :mod:`vlm_collate.testing`, and the
+The processors are the offline ones of [`vlm_collate.testing`][vlm_collate.testing], and the
 samples are generated from a seeded random source: real Pillow images and
 multi-turn conversations. The benchmark needs the ``test`` extra.
 """
@@ -719,8 +719,10 @@ def _reachable(starts: Sequence[Any], neighbours: Callable[[Any], Any]) -> set[A
 class RenderSpy:
     """Counts ``apply_chat_template`` calls on real objects, by phase.
 
-    :meth:`install` replaces the method on one instance with a wrapper that
-    counts the call and then runs the original; :meth:`remove` takes it away.
+    [`install`][vlm_collate.tools.bench.RenderSpy.install] replaces the method on one instance with
+    a wrapper that
+    counts the call and then runs the original; [`remove`][vlm_collate.tools.bench.RenderSpy.remove]
+    takes it away.
     """
 
     counts: collections.Counter[str] = attrs.Factory(collections.Counter)

@@ -1,10 +1,13 @@
 """Seeing what a collator trains on: the engine behind ``vlm-collate inspect``.
 
-:func:`load_jsonl` reads a dataset of chat samples, :func:`inspect_samples`
+[`load_jsonl`][vlm_collate.tools.inspect.load_jsonl] reads a dataset of chat samples,
+[`inspect_samples`][vlm_collate.tools.inspect.inspect_samples]
 collates it batch by batch and records, for every token of every row, whether
-it is prompt, trained, media placeholder or padding; :func:`render_text` and
-:func:`render_html` turn that record into a terminal view or a standalone HTML
-page. The renderers are pure functions of an :class:`Inspection`.
+it is prompt, trained, media placeholder or padding;
+[`render_text`][vlm_collate.tools.inspect.render_text] and
+[`render_html`][vlm_collate.tools.inspect.render_html] turn that record into a terminal view or a
+standalone HTML
+page. The renderers are pure functions of an [`Inspection`][vlm_collate.tools.inspect.Inspection].
 
 Labels are mapped back onto the tokens they train. Every view describes the
 rows as they are before the label shift (the collator is run with
@@ -302,7 +305,7 @@ def inspect_samples(
 ) -> Inspection:
     """Collate ``records`` in batches of ``batch_size`` and describe every row.
 
-    A :class:`~vlm_collate.VLMCollateError` is raised again with the sample's
+    A [`VLMCollateError`][vlm_collate.VLMCollateError] is raised again with the sample's
     position in the file (index and line) instead of its position in the batch.
     """
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0:
@@ -596,7 +599,7 @@ def _aligned_row(
 def _aligned_weights(
     batch: Mapping[str, Any], row: int, length: int, *, shifted: bool
 ) -> list[float] | None:
-    """``loss_weights`` aligned like :func:`_aligned_row`'s targets, or None without them."""
+    """``loss_weights`` aligned like `_aligned_row`'s targets, or None without them."""
     weights = batch.get("loss_weights")
     if not isinstance(weights, torch.Tensor):
         return None
@@ -861,7 +864,7 @@ def _text_sample(view: SampleView, color: bool) -> list[str]:
 def render_html(inspection: Inspection) -> str:
     """The standalone HTML page: thumbnails, per-token tooltips, a batch chart, paginated.
 
-    See :mod:`vlm_collate.tools.html_view`.
+    See [`vlm_collate.tools.html_view`][vlm_collate.tools.html_view].
     """
     from .html_view import render_html as render
 
