@@ -181,7 +181,7 @@ class BaseCollator:
         label_policy: Chooses which of the turns are trained, their end-of-turn
             tokens, reasoning blocks and loss weights (a [`LabelPolicy`][vlm_collate.LabelPolicy]
             or a mapping of its options). The default trains every assistant
-            turn, as the seed does.
+            turn, as NeMo Automodel does.
         media_strategy: Gathers and finishes media.
     """
 

@@ -1,9 +1,9 @@
-"""Seed-compatible functions: NeMo Automodel's collate function names and signatures.
+"""NeMo Automodel compatibility: NeMo Automodel's collate function names and signatures.
 
 An existing training config switches to this package by changing its import
 path, e.g. ``nemo_automodel.components.datasets.vlm.collate_fns.qwen2_5_collate_fn``
 becomes ``vlm_collate.compat.qwen2_5_collate_fn``. Each function is a thin
-wrapper over a collator class. Two things differ from the seed on purpose:
+wrapper over a collator class. Two things differ from NeMo Automodel on purpose:
 bad input raises [`VLMCollateError`][vlm_collate.VLMCollateError] (with the
 collators' default policies) instead of training on a nan loss, and padding is
 never labelled, even in rows cut by truncation.
@@ -63,7 +63,7 @@ __all__ = [
     "qwen3_omni_collate_fn",
 ]
 
-# Processors whose templates the seed trusted to be ChatML.
+# Processors whose templates NeMo Automodel trusted to be ChatML.
 IMSTART_TEMPLATE_PROCESSORS = frozenset(
     {
         "Qwen2VLProcessor",
@@ -80,7 +80,7 @@ PostTokenizeHook = Callable[[dict[str, Any], Any], dict[str, Any]]
 
 @attrs.define(kw_only=True)
 class _HookedDefaultCollator(DefaultCollator):
-    """DefaultCollator whose hook step calls a seed-style ``(batch, processor)`` callable."""
+    """DefaultCollator whose hook step calls a NeMo-style ``(batch, processor)`` callable."""
 
     post_tokenize: PostTokenizeHook | None = None
 
@@ -120,9 +120,9 @@ def default_collate_fn(
     drop_overlong: bool = False,
     _post_tokenize_hook: PostTokenizeHook | None = None,
 ) -> dict[str, torch.Tensor]:
-    """The seed's ``default_collate_fn`` on [`DefaultCollator`][vlm_collate.DefaultCollator].
+    """NeMo Automodel's ``default_collate_fn`` on [`DefaultCollator`][vlm_collate.DefaultCollator].
 
-    As in the seed, ``max_length`` pads every batch to ``max_length``; longer
+    As in NeMo Automodel, ``max_length`` pads every batch to ``max_length``; longer
     samples are truncated (never through media tokens), or dropped by estimate
     first when ``drop_overlong`` is set.
     """
@@ -135,7 +135,8 @@ def default_collate_fn(
 
 
 def _seed_length_options(max_length: int | None, drop_overlong: bool) -> dict[str, Any]:
-    """The seed's length rule: cut long samples at ``max_length``, or drop them by estimate."""
+    """NeMo Automodel's length rule: cut long samples at ``max_length``, or drop them by
+    estimate."""
     if max_length is None:
         return {}
     return {
@@ -148,14 +149,15 @@ def _seed_length_options(max_length: int | None, drop_overlong: bool) -> dict[st
 def qwen2_5_collate_fn(
     examples: Sequence[Mapping[str, Any]], processor: Any
 ) -> dict[str, torch.Tensor]:
-    """The seed's ``qwen2_5_collate_fn`` on [`Qwen25VLCollator`][vlm_collate.Qwen25VLCollator]."""
+    """NeMo Automodel's ``qwen2_5_collate_fn`` on
+    [`Qwen25VLCollator`][vlm_collate.Qwen25VLCollator]."""
     return _cached(Qwen25VLCollator, processor)(examples)
 
 
 def qwen3_omni_collate_fn(
     examples: Sequence[Mapping[str, Any]], processor: Any, use_audio_in_video: bool = False
 ) -> dict[str, torch.Tensor]:
-    """The seed's ``qwen3_omni_collate_fn`` on
+    """NeMo Automodel's ``qwen3_omni_collate_fn`` on
     [`Qwen3OmniCollator`][vlm_collate.Qwen3OmniCollator]."""
     return _cached(Qwen3OmniCollator, processor, use_audio_in_video=use_audio_in_video)(examples)
 
@@ -163,7 +165,8 @@ def qwen3_omni_collate_fn(
 def kimi_vl_collate_fn(
     examples: Sequence[Mapping[str, Any]], processor: Any, max_length: int | None = None
 ) -> dict[str, torch.Tensor]:
-    """The seed's ``kimi_vl_collate_fn``: overlong samples dropped, rows padded to max_length."""
+    """NeMo Automodel's ``kimi_vl_collate_fn``: overlong samples dropped, rows padded to
+    max_length."""
     options = {} if max_length is None else {"max_length": max_length, "drop_overlong": True}
     return _cached(KimiVLCollator, processor, **options)(examples)
 
@@ -174,9 +177,9 @@ def kimi_k25_vl_collate_fn(
     max_length: int | None = None,
     drop_overlong: bool = False,
 ) -> dict[str, torch.Tensor]:
-    """The seed's ``kimi_k25_vl_collate_fn``: image tokens pre-expanded, fixed-length rows.
+    """NeMo Automodel's ``kimi_k25_vl_collate_fn``: image tokens pre-expanded, fixed-length rows.
 
-    As in the seed, long samples are truncated (an image cut off becomes
+    As in NeMo Automodel, long samples are truncated (an image cut off becomes
     padding) unless ``drop_overlong`` drops them.
     """
     options = _seed_length_options(max_length, drop_overlong)
@@ -186,7 +189,7 @@ def kimi_k25_vl_collate_fn(
 def llava_onevision_collate_fn(
     examples: Sequence[Mapping[str, Any]], processor: Any
 ) -> dict[str, torch.Tensor]:
-    """The seed's ``llava_onevision_collate_fn`` on
+    """NeMo Automodel's ``llava_onevision_collate_fn`` on
     [`LlavaOneVisionCollator`][vlm_collate.LlavaOneVisionCollator]."""
     return _cached(LlavaOneVisionCollator, processor)(examples)
 
@@ -194,7 +197,7 @@ def llava_onevision_collate_fn(
 def nemotron_parse_collate_fn(
     examples: Sequence[Mapping[str, Any]], processor: Any, task_prompt: str = DEFAULT_TASK_PROMPT
 ) -> dict[str, torch.Tensor]:
-    """The seed's ``nemotron_parse_collate_fn`` on
+    """NeMo Automodel's ``nemotron_parse_collate_fn`` on
     [`NemotronParseCollator`][vlm_collate.NemotronParseCollator]."""
     return _cached(NemotronParseCollator, processor, task_prompt=task_prompt)(examples)
 
@@ -205,7 +208,7 @@ def nemotron_omni_collate_fn(
     max_length: int | None = None,
     max_video_frames: int = 8,
 ) -> dict[str, torch.Tensor]:
-    """The seed's ``nemotron_omni_collate_fn`` on
+    """NeMo Automodel's ``nemotron_omni_collate_fn`` on
     [`NemotronOmniCollator`][vlm_collate.NemotronOmniCollator]."""
     return _cached(
         NemotronOmniCollator, processor, max_length=max_length, max_video_frames=max_video_frames
@@ -215,14 +218,15 @@ def nemotron_omni_collate_fn(
 def phi4_mm_collate_fn(
     examples: Sequence[Mapping[str, Any]], processor: Any
 ) -> dict[str, torch.Tensor]:
-    """The seed's ``phi4_mm_collate_fn`` on [`Phi4MMCollator`][vlm_collate.Phi4MMCollator]."""
+    """NeMo Automodel's ``phi4_mm_collate_fn`` on [`Phi4MMCollator`][vlm_collate.Phi4MMCollator]."""
     return _cached(Phi4MMCollator, processor)(examples)
 
 
 def gemma4_prefix_collate_fn(
     examples: Sequence[Mapping[str, Any]], processor: Any, max_length: int | None = None
 ) -> dict[str, torch.Tensor]:
-    """The seed's ``gemma4_prefix_collate_fn`` on [`Gemma4Collator`][vlm_collate.Gemma4Collator]."""
+    """NeMo Automodel's ``gemma4_prefix_collate_fn`` on
+    [`Gemma4Collator`][vlm_collate.Gemma4Collator]."""
     return _cached(Gemma4Collator, processor, max_length=max_length)(examples)
 
 
@@ -256,9 +260,10 @@ def gemma4_inject_thinking_prefix(
 def pad_collate_fn(
     examples: Sequence[Mapping[str, Any]], processor: Any, max_length: int | None = None
 ) -> dict[str, torch.Tensor]:
-    """The seed's ``pad_collate_fn`` on [`PreTokenizedCollator`][vlm_collate.PreTokenizedCollator].
+    """NeMo Automodel's ``pad_collate_fn`` on
+    [`PreTokenizedCollator`][vlm_collate.PreTokenizedCollator].
 
-    As in the seed: rows padded to ``max_length`` when given, bfloat16 pixels,
+    As in NeMo Automodel: rows padded to ``max_length`` when given, bfloat16 pixels,
     labels shifted; a row longer than ``max_length`` is truncated, except
     through media tokens (then the sample is dropped and reported).
     """
@@ -274,7 +279,7 @@ def neat_packed_vlm_collater(
     max_length: int | None = None,
     attn_implementation: str = "sdpa",
 ) -> dict:
-    """The seed's ``neat_packed_vlm_collater`` on
+    """NeMo Automodel's ``neat_packed_vlm_collater`` on
     [`NeatPackedCollator`][vlm_collate.NeatPackedCollator]."""
     return NeatPackedCollator(
         padding_idx=padding_idx, max_length=max_length, attn_implementation=attn_implementation
@@ -293,7 +298,8 @@ def build_labels(
     conversations: Sequence[Sequence[dict[str, Any]]],
     processor: Any,
 ) -> torch.Tensor:
-    """The seed's BPE pattern-matching labels ([`LegacyBPEMatch`][vlm_collate.LegacyBPEMatch])."""
+    """NeMo Automodel's BPE pattern-matching labels
+    ([`LegacyBPEMatch`][vlm_collate.LegacyBPEMatch])."""
     return LegacyBPEMatch().build(input_ids_batch, conversations, processor)
 
 
@@ -302,7 +308,8 @@ def build_labels_from_template(
     conversations: Sequence[Sequence[dict[str, Any]]],
     processor: Any,
 ) -> torch.Tensor:
-    """The seed's chain: ChatML ids for Qwen processors, derived markers, then BPE matching."""
+    """NeMo Automodel's chain: ChatML ids for Qwen processors, derived markers, then BPE
+    matching."""
     return _template_chain(type(processor).__name__).build(
         input_ids_batch, conversations, processor
     )

@@ -28,7 +28,7 @@ logger = logging.getLogger(__name__)
 
 
 def worker_rng_seed(seed: int, worker_id: int | None) -> int | str:
-    """The seed of the re-sampling RNG in one process.
+    """NeMo Automodel of the re-sampling RNG in one process.
 
     Outside ``DataLoader`` workers this is ``seed`` itself, so
     ``random.Random(seed)`` replays the draws. Worker ``k`` uses the string
@@ -211,10 +211,11 @@ class RobustCollator:
 def make_robust_collate(
     dataset: Any, collate_fn: Callable[[list[Any]], Any], max_retries: int = 10
 ) -> RobustCollator:
-    """The seed's ``make_robust_collate``: a [`RobustCollator`][vlm_collate.RobustCollator] with
+    """NeMo Automodel's ``make_robust_collate``: a [`RobustCollator`][vlm_collate.RobustCollator]
+    with
     seed 0.
 
-    Unlike the seed, it retries only on [`VLMCollateError`][vlm_collate.VLMCollateError],
+    Unlike NeMo Automodel, it retries only on [`VLMCollateError`][vlm_collate.VLMCollateError],
     draws from its own RNG instead of the global `random` module, makes
     up to ``1 + max_retries`` attempts, and raises
     [`RetriesExhaustedError`][vlm_collate.RetriesExhaustedError] (a ``ValueError``) rather than

@@ -45,7 +45,7 @@ def _chatml_labels() -> LabelStrategy:
 @register_collator("LlavaOnevisionProcessor", "LlavaOneVisionProcessor")
 @attrs.define(kw_only=True)
 class LlavaOneVisionCollator(BaseCollator):
-    """The seed's ``llava_onevision_collate_fn``.
+    """NeMo Automodel's ``llava_onevision_collate_fn``.
 
     Conversations are rendered to text; ``qwen-vl-utils`` reads images and
     videos (see [`PerSampleImagesMedia`][vlm_collate.PerSampleImagesMedia]), and the processor runs

@@ -148,7 +148,7 @@ def _omni_media(collator: Qwen3OmniCollator) -> MediaStrategy:
 @register_collator("Qwen3OmniMoeProcessor", "Qwen2_5OmniProcessor")
 @attrs.define(kw_only=True)
 class Qwen3OmniCollator(BaseCollator):
-    """The seed's ``qwen3_omni_collate_fn``.
+    """NeMo Automodel's ``qwen3_omni_collate_fn``.
 
     ``qwen-omni-utils`` reads audio, images and videos (see
     [`QwenOmniUtilsMedia`][vlm_collate.QwenOmniUtilsMedia]); the processor gets only the modalities

@@ -24,13 +24,13 @@ def _qwen_labels() -> LabelStrategy:
 )
 @attrs.define(kw_only=True)
 class Qwen25VLCollator(BaseCollator):
-    """The seed's ``qwen2_5_collate_fn``.
+    """NeMo Automodel's ``qwen2_5_collate_fn``.
 
     Each conversation is rendered to text, then the processor runs on the texts
     with the images and videos as the conversation gives them (pass
     ``media_strategy=QwenVLUtilsMedia()`` to have ``qwen-vl-utils`` read and
     resize them as Qwen's reference code does). ChatML markers are read from
-    the vocabulary. Pixels keep the processor's dtype, as in the seed; frames
+    the vocabulary. Pixels keep the processor's dtype, as in NeMo Automodel; frames
     of videos are not re-sampled (``do_sample_frames=False``).
     """
 

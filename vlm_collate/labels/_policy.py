@@ -127,7 +127,7 @@ class LabelPolicy:
     """Which turns are trained, and how.
 
     The default trains every assistant turn with its end-of-turn token, as
-    the seed does; a collator with the default policy runs exactly the seed's
+    NeMo Automodel does; a collator with the default policy runs exactly NeMo Automodel's
     label path.
 
     Per-message keys in a sample override the policy for that message:
@@ -228,7 +228,7 @@ class LabelPolicy:
         """Labels (and weights, when asked) after applying the policy.
 
         The default policy on samples without ``"train"`` / ``"weight"`` keys
-        returns ``labels`` itself, so the seed's label path costs one scan of
+        returns ``labels`` itself, so NeMo Automodel's label path costs one scan of
         the messages' keys.
 
         Args:

@@ -589,7 +589,7 @@ class FirstOf(LabelStrategy):
     """Tries each strategy in order and returns the first one that applies.
 
     ``FirstOf(ImStartMarker(), DerivedTemplateMarker(), LegacyBPEMatch())`` is
-    the seed's ``build_labels_from_template`` chain.
+    NeMo Automodel's ``build_labels_from_template`` chain.
     """
 
     strategies: tuple[LabelStrategy, ...]

@@ -261,9 +261,9 @@ class AudioMedia(MediaStrategy):
 
 
 def move_example_audio(samples: Sequence[Sample], *, sampling_rate: int) -> None:
-    """Turn the seed's top-level ``example["audio"]`` into an audio item of the conversation.
+    """Turn NeMo Automodel's top-level ``example["audio"]`` into an audio item of the conversation.
 
-    The seed's Phi-4-MM and Nemotron-Omni collate functions read one clip per
+    NeMo Automodel's Phi-4-MM and Nemotron-Omni collate functions read one clip per
     sample from ``example["audio"]``. Unless the conversation already holds
     audio items, the clip (as a waveform at ``sampling_rate``) becomes the
     first item of the first user message of the sample's own conversation

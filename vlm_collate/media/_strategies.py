@@ -238,7 +238,7 @@ class MediaStrategy(abc.ABC):  # noqa: B024 - a role to fill; its methods are th
         """Return one video's frames and metadata; files are decoded here.
 
         The item may choose frames with ``fps``, ``nframes`` or ``max_frames``;
-        without them every frame is kept, as in the seed.
+        without them every frame is kept, as in NeMo Automodel.
         """
         if isinstance(source, str) and is_remote(source):
             return source, None  # the processor fetches URLs itself

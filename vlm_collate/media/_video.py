@@ -72,8 +72,8 @@ def frame_indices(
 ) -> list[int]:
     """Evenly spaced frame indices.
 
-    ``nframes`` wins over ``fps``; with neither, every frame is kept (as the
-    seed did). The count is a multiple of ``factor`` (Qwen needs 2) and at
+    ``nframes`` wins over ``fps``; with neither, every frame is kept (as NeMo
+    Automodel did). The count is a multiple of ``factor`` (Qwen needs 2) and at
     most ``max_frames``; short videos repeat their last frame to reach ``factor``.
     """
     if total <= 0:

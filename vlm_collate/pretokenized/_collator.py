@@ -211,7 +211,7 @@ def read_row(example: Any, index: int) -> _Row:
 class PreTokenizedCollator:
     """Pads, stacks and shifts pre-tokenized samples; concatenates their media.
 
-    The seed's ``pad_collate_fn``. It runs no chat template and no processor,
+    NeMo Automodel's ``pad_collate_fn``. It runs no chat template and no processor,
     so it is not a [`BaseCollator`][vlm_collate.BaseCollator]; the processor, when
     given, only supplies the pad id and the media token ids that truncation
     must not cut.

@@ -75,7 +75,7 @@ def _document_positions(document_ids: torch.Tensor) -> torch.Tensor:
 class NeatPackedCollator:
     """Pads packs of documents to one length and builds their attention masks.
 
-    The seed's ``neat_packed_vlm_collater``. Labels are already shifted by the
+    NeMo Automodel's ``neat_packed_vlm_collater``. Labels are already shifted by the
     packer; this collator pads them with ``IGNORE_INDEX`` and never shifts.
 
     Packs may carry 1-D float ``loss_weights`` (finite, >= 0, as

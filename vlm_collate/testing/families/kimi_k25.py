@@ -9,7 +9,7 @@ vocabulary already gives them) and share one chat template.
   and returns ``pixel_values`` and ``image_grid_thw``.
 * ``kimi_k25_remote`` is
 [`KimiK25Processor`][vlm_collate.testing.families.kimi_k25.KimiK25Processor], a stand-in for the
-  checkpoint's own ``kimi_k25_processor.py`` (what NeMo Automodel's seed was
+  checkpoint's own ``kimi_k25_processor.py`` (what NeMo Automodel's `collate_fns` was
   written against): called with ``text=`` and ``medias=[{"type": "image",
   "image": ...}]``, it leaves one ``<|media_pad|>`` per image and returns
   ``pixel_values`` and ``grid_thws``. Its pixels come from
