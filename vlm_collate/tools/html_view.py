@@ -246,7 +246,7 @@ nav#pager { position: sticky; top: 0; background: #fff; padding: .5em 0; z-index
   border-bottom: 1px solid #ddd; display: flex; gap: .6em; align-items: center; flex-wrap: wrap; }
 nav#pager button { font: inherit; padding: .15em .7em; }
 section.sample { border: 1px solid #ddd; border-radius: 6px; padding: .7em .9em;
-  margin: .9em 0; }
+  margin: .9em 0; scroll-margin-top: 3.5em; }
 section.sample.bad { border-color: var(--bad); }
 .counts { color: var(--muted); margin: 0 0 .3em; font-size: 14px; }
 .bad .counts { color: var(--bad); }
@@ -369,7 +369,10 @@ _SCRIPT = r"""
   function button(label, target, disabled) {
     const b = el("button", "", label);
     b.disabled = disabled;
-    b.addEventListener("click", () => show(target));
+    b.addEventListener("click", () => {
+      show(target);
+      window.scrollTo(0, main.offsetTop - pager.offsetHeight);
+    });
     return b;
   }
 
