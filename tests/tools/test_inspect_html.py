@@ -148,11 +148,8 @@ class TestCounts:
     def test_token_counts_do_not_depend_on_batch_or_shift(self):
         """The longest row of a batch counts as many tokens alone, in a batch, shifted or not."""
         seen = {
-            counts_line(
-                run("inspect", "--no-color", shift, "--limit", "2", "--batch-size", size)[1], 1
-            )
-            for shift in ("--shift", "--no-shift")
-            for size in ("1", "2")
+            counts_line(run("inspect", "--no-color", *options, "--limit", "2")[1], 1)
+            for options in (("--shift", "--batch-size", "2"), ("--no-shift", "--batch-size", "1"))
         }
         assert 1 == len({line.split(", media")[0] for line in seen})
 
