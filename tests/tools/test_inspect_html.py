@@ -114,6 +114,15 @@ class TestPage:
         assert "'weight'" in sample_block(output, 1)
         assert "'weight'" not in output.split("-- sample 0")[0]
 
+    def test_batch_notes_shown_in_the_summary(self, qwen_processor):
+        """A note that names no sample is listed, escaped, with its batch in the summary."""
+        records = inspection.load_jsonl(EXAMPLE, limit=2)
+        result = inspection.inspect_samples(vc.collator_for(qwen_processor), records, batch_size=2)
+        noted = attrs.evolve(result.batches[0], notes=("fell back to <LegacyBPEMatch>",))
+        text = inspection.render_html(attrs.evolve(result, batches=(noted,)))
+        summary = text.split('<section id="batches">', 1)[1].split("</section>", 1)[0]
+        assert "batch 0: fell back to &lt;LegacyBPEMatch&gt;" in summary
+
     def test_answers_escaped(self, tmp_path):
         """An answer with markup reaches the page as data, never as markup."""
         sample = {

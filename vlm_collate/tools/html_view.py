@@ -97,10 +97,17 @@ def _summary_section(inspection: Inspection) -> str:
         for batch, row in zip(inspection.batches, figures, strict=True)
     ]
     open_attribute = " open" if len(rows) <= 12 else ""
+    # Notes that name no sample (a fallback label strategy, say) stay with their batch.
+    notes = [
+        f'<li class="warning">batch {batch.number}: {html.escape(note)}</li>'
+        for batch in inspection.batches
+        for note in batch.notes
+    ]
     return "\n".join(
         [
             '<section id="batches"><h2>Batches</h2>',
             _chart(figures),
+            *(['<ul class="batch-notes">', *notes, "</ul>"] if notes else []),
             f"<details{open_attribute}><summary>{len(rows)} batches, one row each</summary>",
             "<table><thead><tr><th>batch</th><th>samples and shape</th><th>rows</th>"
             "<th>tokens</th><th>trained</th><th>padding</th><th>dropped</th>"
