@@ -15,8 +15,8 @@ import pytest
 import torch
 from PIL import Image
 
-from vlm_collate.tools import bench
 from vlm_collate.testing import build_processor
+from vlm_collate.tools import bench
 
 
 @pytest.fixture(scope="module")

@@ -23,9 +23,9 @@ from ._roles import (
     role_markers,
 )
 from ._strategies import (
+    IGNORE_INDEX,
     DerivedTemplateMarker,
     FirstOf,
-    IGNORE_INDEX,
     ImStartMarker,
     LabelStrategy,
     LegacyBPEMatch,
