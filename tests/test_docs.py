@@ -9,6 +9,7 @@ a temporary working directory. Blocks fenced with any other info string
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -155,17 +156,78 @@ class TestSite:
         ]
         assert [] == undocumented
 
-    def test_mkdocs_build_strict(self, tmp_path: Path) -> None:
+    def test_nav_is_grouped(self) -> None:
+        """The nav is a few groups (the theme's tabs), not one long row of pages."""
+        config = (ROOT / "mkdocs.yml").read_text("utf-8")
+        nav = config.split("\nnav:\n", 1)[1].split("\n\n", 1)[0]
+        groups = re.findall(r"^  - ([^:]+):\s*$", nav, flags=re.MULTILINE)
+        loose = re.findall(r"^  - [^:]+:\s+\S+\.md\s*$", nav, flags=re.MULTILINE)
+        assert [] == loose
+        assert 3 <= len(groups) <= 8
+
+    def test_mkdocs_build_strict(self, built_site: Path) -> None:
         """``mkdocs build --strict`` succeeds: no broken link, no missing page, no docstring error."""
-        pytest.importorskip("mkdocs", reason=_DOCS_EXTRA)
-        pytest.importorskip("mkdocstrings", reason=_DOCS_EXTRA)
-        pytest.importorskip("mkdocstrings_handlers.python", reason=_DOCS_EXTRA)
-        result = subprocess.run(
-            [sys.executable, "-m", "mkdocs", "build", "--strict", "-d", str(tmp_path / "site")],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=300,
+        assert (built_site / "index.html").is_file()
+        assert (built_site / "search" / "search_index.json").is_file()
+
+    def test_no_sphinx_markup_or_unresolved_reference(self, built_site: Path) -> None:
+        """No page shows a Sphinx role (``:class:`` ...) or a cross-reference left unresolved."""
+        leftovers = {}
+        for page in built_site.rglob("*.html"):
+            text = page.read_text("utf-8")
+            found = _SPHINX_ROLE.findall(text) + _UNRESOLVED.findall(text)
+            if found:
+                leftovers[page.relative_to(built_site).as_posix()] = found[:3]
+        assert {} == leftovers
+
+    def test_attrs_classes_show_signature_types_and_defaults(self, built_site: Path) -> None:
+        """An attrs collator is rendered with its keyword-only signature, types and defaults."""
+        text = _visible_text((built_site / "api" / "index.html").read_text("utf-8"))
+        assert (
+            "BaseCollator(\n    *,\n    processor: Any,\n    max_length: int | None = None," in text
         )
-        assert 0 == result.returncode, result.stderr
-        assert (tmp_path / "site" / "index.html").is_file()
+        assert "shift_labels: bool = True," in text
+        assert "label_policy: LabelPolicy = LabelPolicy()," in text
+
+
+_SPHINX_ROLE = re.compile(r":(?:class|func|meth|mod|data|attr|exc|obj):(?:`|<code>)")
+# A Markdown reference mkdocstrings could not resolve is left as its source text.
+_UNRESOLVED = re.compile(r"\[<code>[^<]*</code>\]\[[\w.]*\]|<autoref\b")
+
+
+def _visible_text(page: str) -> str:
+    import html
+
+    return html.unescape(re.sub(r"<[^>]+>", "", page))
+
+
+class TestDocstrings:
+    def test_no_sphinx_roles(self) -> None:
+        """Docstrings use mkdocstrings cross-references, not Sphinx roles."""
+        offenders = [
+            f"{path.relative_to(ROOT)}:{number}"
+            for path in sorted((ROOT / "vlm_collate").rglob("*.py"))
+            for number, line in enumerate(path.read_text("utf-8").splitlines(), start=1)
+            if re.search(r":(?:class|func|meth|mod|data|attr|exc|obj):`", line)
+        ]
+        assert [] == offenders
+
+
+@pytest.fixture(scope="module")
+def built_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The site, built once with ``mkdocs build --strict``."""
+    pytest.importorskip("mkdocs", reason=_DOCS_EXTRA)
+    pytest.importorskip("mkdocstrings", reason=_DOCS_EXTRA)
+    pytest.importorskip("mkdocstrings_handlers.python", reason=_DOCS_EXTRA)
+    pytest.importorskip("material", reason=_DOCS_EXTRA)
+    site = tmp_path_factory.mktemp("site")
+    result = subprocess.run(
+        [sys.executable, "-m", "mkdocs", "build", "--strict", "-d", str(site)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "NO_MKDOCS_2_WARNING": "1"},
+    )
+    assert 0 == result.returncode, result.stderr
+    return site

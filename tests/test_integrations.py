@@ -225,19 +225,19 @@ def check_one_step(train, processor, samples) -> None:
 def trainer_arguments(tmp_path: Path, config_class=None, **options):
     from transformers import TrainingArguments
 
-    return (config_class or TrainingArguments)(
-        output_dir=str(tmp_path),
-        max_steps=1,
-        per_device_train_batch_size=4,
-        learning_rate=1e-3,
-        use_cpu=True,
-        report_to=[],
-        save_strategy="no",
-        logging_steps=1,
-        remove_unused_columns=False,
-        disable_tqdm=True,
-        **options,
-    )
+    settings = {
+        "output_dir": str(tmp_path),
+        "max_steps": 1,
+        "per_device_train_batch_size": 4,
+        "learning_rate": 1e-3,
+        "use_cpu": True,
+        "report_to": [],
+        "save_strategy": "no",
+        "logging_steps": 1,
+        "remove_unused_columns": False,
+        "disable_tqdm": True,
+    }
+    return (config_class or TrainingArguments)(**{**settings, **options})
 
 
 class TestTrainer:
@@ -247,7 +247,7 @@ class TestTrainer:
         from transformers import Trainer
 
         samples = training_samples()
-        collator = vc.Qwen25VLCollator(processor=qwen_processor, shift_labels=False)
+        collator = vc.hf_trainer_collator(qwen_processor)
 
         def train(model) -> float:
             trainer = Trainer(
@@ -259,6 +259,46 @@ class TestTrainer:
             return trainer.train().training_loss
 
         check_one_step(train, qwen_processor, samples)
+
+    def test_pre_shifted_collator_warns_once(self, qwen_processor, tmp_path):
+        """A collator left at shift_labels=True warns once when Trainer calls it, twice over."""
+        pytest.importorskip("accelerate", reason="Trainer needs accelerate: pip install accelerate")
+        from transformers import Trainer
+
+        samples = training_samples()
+        collator = vc.Qwen25VLCollator(processor=qwen_processor)
+        trainer = Trainer(
+            model=tiny_qwen_model(qwen_processor),
+            args=trainer_arguments(tmp_path, max_steps=2, per_device_train_batch_size=2),
+            train_dataset=samples,
+            data_collator=collator,
+        )
+        with pytest.warns(vc.PreShiftedLabelsWarning) as caught:
+            trainer.train()
+        shift_warnings = [w for w in caught if w.category is vc.PreShiftedLabelsWarning]
+        assert 1 == len(shift_warnings)
+        assert "hf_trainer_collator" in str(shift_warnings[0].message)
+
+
+class TestHfTrainerCollator:
+    def test_labels_line_up_with_input_ids(self, qwen_processor):
+        """hf_trainer_collator labels each answer token at its own position (unshifted)."""
+        samples = training_samples()
+        batch = vc.hf_trainer_collator(qwen_processor)(samples)
+        positions = assistant_positions(batch["input_ids"], qwen_processor.tokenizer)
+        labelled = [tuple(p) for p in (batch["labels"] != vc.IGNORE_INDEX).nonzero().tolist()]
+        assert sorted(positions) == sorted(labelled)
+        assert "Qwen25VLCollator" == type(vc.hf_trainer_collator(qwen_processor)).__name__
+
+    def test_refuses_pre_shifted_labels(self, qwen_processor):
+        """Asking hf_trainer_collator for shift_labels=True is a configuration error."""
+        with pytest.raises(vc.ConfigurationError, match="'shift_labels' must be False"):
+            vc.hf_trainer_collator(qwen_processor, shift_labels=True)
+
+    def test_no_warning_outside_a_trainer(self, qwen_processor, recwarn):
+        """A pre-shifted collator called directly (a NeMo-style loop) does not warn."""
+        vc.Qwen25VLCollator(processor=qwen_processor)(training_samples()[:1])
+        assert [] == [w for w in recwarn if w.category is vc.PreShiftedLabelsWarning]
 
 
 def hf_dataset(samples: list[dict]):
@@ -316,7 +356,7 @@ class TestSFTTrainer:
         from trl import SFTConfig, SFTTrainer
 
         samples = training_samples()
-        collator = vc.Qwen25VLCollator(processor=qwen_processor, shift_labels=False)
+        collator = vc.hf_trainer_collator(qwen_processor)
         dataset = hf_dataset(samples)
 
         def train(model) -> float:
@@ -336,6 +376,27 @@ class TestSFTTrainer:
             return trainer.train().training_loss
 
         check_one_step(train, qwen_processor, samples)
+
+    def test_pre_shifted_collator_warns(self, qwen_processor, tmp_path):
+        """SFTTrainer given a collator left at shift_labels=True warns with the fix."""
+        pytest.importorskip("accelerate", reason="TRL needs accelerate: pip install accelerate")
+        pytest.importorskip("datasets", reason="TRL needs datasets: pip install datasets")
+        pytest.importorskip("trl", reason="needs TRL: pip install trl")
+        from trl import SFTConfig, SFTTrainer
+
+        samples = training_samples()
+        arguments = trainer_arguments(
+            tmp_path, SFTConfig, dataset_kwargs={"skip_prepare_dataset": True}, bf16=False
+        )
+        trainer = SFTTrainer(
+            model=tiny_qwen_model(qwen_processor),
+            args=arguments,
+            train_dataset=hf_dataset(samples),
+            data_collator=vc.Qwen25VLCollator(processor=qwen_processor),
+            processing_class=qwen_processor,
+        )
+        with pytest.warns(vc.PreShiftedLabelsWarning, match="shift_labels=False"):
+            trainer.train()
 
     def test_dataset_rows_collate_like_the_samples(self, qwen_processor):
         """Rows read back from the datasets.Dataset give the batch of the original samples."""

@@ -2,8 +2,9 @@
 
 The first use of a public name imports every model family (and torch), and
 each family registers the processor class names it handles with
-:func:`register_collator`; ``import vlm_collate`` alone stays light, so the
-command line answers ``--help`` and ``--version`` without loading torch.
+[`register_collator`][vlm_collate.register_collator]; ``import vlm_collate``
+alone stays light, so the command line answers ``--help`` and ``--version``
+without loading torch.
 
 >>> import vlm_collate as vc
 >>> collator = vc.collator_for(processor, max_length=4096)   # doctest: +SKIP
@@ -60,6 +61,7 @@ __all__ = [
     "Phi4MMCollator",
     "PlainMedia",
     "PreExpandedImages",
+    "PreShiftedLabelsWarning",
     "PreTokenizedCollator",
     "PreTokenizedDataset",
     "ProcessorError",
@@ -83,6 +85,7 @@ __all__ = [
     "TurnMarkers",
     "VLMCollateError",
     "collator_for",
+    "hf_trainer_collator",
     "pack",
     "pretokenize",
     "pretokenize_ray",

@@ -1,13 +1,14 @@
 """The package's public names, imported together (see ``vlm_collate/__init__.py``).
 
 Importing this module imports every model family, and each family registers
-the processor class names it handles with :func:`register_collator`.
+the processor class names it handles with [`register_collator`][vlm_collate.register_collator].
 """
 
 # ruff: noqa: F401 - every import here is a public name, re-exported by __init__
 from __future__ import annotations
 
 from . import __all__ as _PUBLIC
+from ._hf_trainer import PreShiftedLabelsWarning, hf_trainer_collator
 from ._mrope import MRopeIndex
 from ._pipeline import BaseCollator
 from ._public import publish as _publish

@@ -2,7 +2,7 @@
 
 A collator instance is shared: by the threads of a ``ThreadPoolExecutor``, or
 copied into each ``DataLoader`` worker process. What one call leaves behind
-for its caller (its :class:`~vlm_collate.CollateReport`) is kept per thread,
+for its caller (its [`CollateReport`][vlm_collate.CollateReport]) is kept per thread,
 so two concurrent calls never read each other's report, and the counters
 that add up over calls are updated under a lock.
 """

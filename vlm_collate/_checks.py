@@ -1,9 +1,9 @@
 """The bad-input policies, shared by the chat collators and the pre-tokenized path.
 
 Each check answers one question about one sample and applies the policy the
-caller chose: it raises the matching :class:`~vlm_collate.VLMCollateError`,
-returns a :class:`~vlm_collate.DroppedSample` (the sample leaves the batch),
-or returns None (the sample stays). :func:`drop_samples` does the
+caller chose: it raises the matching [`VLMCollateError`][vlm_collate.VLMCollateError],
+returns a [`DroppedSample`][vlm_collate.DroppedSample] (the sample leaves the batch),
+or returns None (the sample stays). `drop_samples` does the
 bookkeeping of every drop: the report, the counter and the log.
 """
 
@@ -155,7 +155,7 @@ def drop_samples(
 ) -> list[Row]:
     """Record every drop (report, counter, log) and return the rows that stay.
 
-    Raises :class:`BatchError` when no row stays.
+    Raises [`BatchError`][vlm_collate.BatchError] when no row stays.
     """
     for dropped in rejected.values():
         report.dropped.append(dropped)

@@ -7,7 +7,7 @@ computes these positions itself only for a padded row that holds one sample;
 a padding-free or packed row holds several, so the collator must compute
 each sample's positions alone and lay them end to end.
 
-:class:`MRopeIndex` calls the model class's own ``get_rope_index`` on an
+[`MRopeIndex`][vlm_collate.MRopeIndex] calls the model class's own ``get_rope_index`` on an
 instance that has a config but no weights, so positions follow the
 installed ``transformers`` exactly, including its future fixes.
 """
@@ -55,7 +55,7 @@ class MRopeIndex:
 
     Build it from the checkpoint's config (``MRopeIndex.from_config(
     AutoConfig.from_pretrained(path))``), which is exact for every input, or
-    let a collator derive it from the processor (:meth:`from_processor`),
+    let a collator derive it from the processor (`from_processor`),
     which is exact for text and images; videos then need the config, since
     ``tokens_per_second`` is a model setting the processor does not hold.
 

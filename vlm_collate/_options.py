@@ -1,7 +1,7 @@
 """The attrs validators and converters of every collator, wrapper and policy option.
 
 Options are checked when an object is built, so a wrong value fails at
-construction with a :class:`~vlm_collate.ConfigurationError` naming the
+construction with a [`ConfigurationError`][vlm_collate.ConfigurationError] naming the
 field, what it expects and what it got, never later in the middle of a batch
 as a bare ``TypeError``. Booleans must be real ``bool`` values (a YAML string
 ``"False"`` is truthy), and ints must be ints (``True`` is not a length).
@@ -255,7 +255,7 @@ def to_pixel_dtype(value: Any) -> torch.dtype | None:
 
 
 def to_pixel_dtype_or_auto(value: Any) -> torch.dtype | str | None:
-    """As :func:`to_pixel_dtype`, and ``"auto"`` for the family default."""
+    """As `to_pixel_dtype`, and ``"auto"`` for the family default."""
     if isinstance(value, str) and value == "auto":
         return value
     try:

@@ -7,7 +7,7 @@ given as ``transformers``' flash-attention keyword arguments
 0; ``max_length_q`` / ``max_length_k``: the longest sample, an int).
 ``position_ids`` restart at 0 in every sample; for mRoPE models they are
 ``[3, 1, total]``, each sample's positions computed alone by
-:class:`~vlm_collate.MRopeIndex`.
+[`MRopeIndex`][vlm_collate.MRopeIndex].
 
 Labels never cross a boundary: pre-shifted labels were shifted within each
 sample, and unshifted labels get ``IGNORE_INDEX`` on every sample's first

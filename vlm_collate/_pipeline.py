@@ -1,6 +1,6 @@
 """The collator pipeline, as a template method.
 
-:meth:`BaseCollator.__call__` runs every batch through the same steps::
+`__call__` runs every batch through the same steps::
 
     filter    validate, copy and normalise samples; apply the text and length policies
     template  render the chat template and run the processor
@@ -10,7 +10,7 @@
     pad       pad / truncate token-axis tensors, then shift labels
     media     the media strategy finishes pixels and per-sample media counts
 
-A model family subclasses :class:`BaseCollator`, names its ``label_strategy``
+A model family subclasses [`BaseCollator`][vlm_collate.BaseCollator], names its ``label_strategy``
 and ``media_strategy``, and overrides only the steps that differ.
 """
 
@@ -43,6 +43,7 @@ from ._checks import (
     check_supported_media,
     drop_samples,
 )
+from ._hf_trainer import warn_if_shifted_for_trainer
 from ._options import (
     boolean,
     one_of,
@@ -114,7 +115,7 @@ class BaseCollator(abc.ABC):
     """Turns a list of chat samples into a training batch.
 
     An abstract class: a model family subclasses it, implements
-    :meth:`default_label_strategy` and :meth:`default_media_strategy`, and may
+    `default_label_strategy` and `default_media_strategy`, and may
     override any step method (never ``__call__``). A caller may still pass
     ``label_strategy=`` or ``media_strategy=`` to replace the family's choice.
 
@@ -135,11 +136,11 @@ class BaseCollator(abc.ABC):
         special_tokens_in_text: Policy for message text holding control tokens.
         overlong: Policy for a sample longer than ``max_length``.
         unsupported_media: Policy for a sample holding media the processor
-            cannot take (see :meth:`supported_media`): ``"raise"`` or ``"drop"``.
+            cannot take (see `supported_media`): ``"raise"`` or ``"drop"``.
         max_image_pixels: Largest accepted image area (decompression-bomb guard);
             when not the default it overrides ``media_access.max_image_pixels``.
         media_access: What media references samples may name and how large media
-            may be (a :class:`~vlm_collate.MediaAccess` or a mapping of its
+            may be (a [`MediaAccess`][vlm_collate.MediaAccess] or a mapping of its
             options). The default refuses URLs and bounds every medium.
         processor_kwargs: Extra keyword arguments for the processor call.
         trusted_keys: Steering keys of a sample the collator obeys; by default
@@ -148,14 +149,14 @@ class BaseCollator(abc.ABC):
             wrapper does) hide them from attention.
         label_strategy: Finds the assistant turns (which tokens are trained).
         label_policy: Chooses which of the turns are trained, their end-of-turn
-            tokens, reasoning blocks and loss weights (a :class:`LabelPolicy`
+            tokens, reasoning blocks and loss weights (a [`LabelPolicy`][vlm_collate.LabelPolicy]
             or a mapping of its options). The default trains every assistant
-            turn, as the seed does.
+            turn, as NeMo Automodel does.
         media_strategy: Gathers and finishes media.
-        format: The row format of the samples (see :mod:`vlm_collate.formats`):
+        format: The row format of the samples (see [`vlm_collate.formats`][vlm_collate.formats]):
             ``"conversation"`` (the library's own, the default), ``"messages"``,
             ``"sharegpt"``, ``"llamafactory"``, ``"openai"``, ``"cauldron"``,
-            ``"auto"`` or a :class:`~vlm_collate.formats.RowFormat`.
+            ``"auto"`` or a [`RowFormat`][vlm_collate.formats.RowFormat].
         unknown_roles: Policy for a message whose role is neither a standard
             role (system, user, assistant, tool) nor one the label policy
             trains: ``"raise"``, ``"warn"``, ``"drop"`` or ``"allow"``.
@@ -215,6 +216,7 @@ class BaseCollator(abc.ABC):
     padding_free: bool = attrs.field(default=False, validator=boolean)
 
     _calls: CallState = attrs.field(init=False, factory=CallState, eq=False, repr=False)
+    _warned_pre_shift: bool = attrs.field(init=False, default=False, eq=False, repr=False)
     dropped_counts: collections.Counter[str] = attrs.field(
         init=False, factory=collections.Counter, eq=False, repr=False
     )
@@ -316,6 +318,8 @@ class BaseCollator(abc.ABC):
 
     def filter(self, examples: Sequence[Mapping[str, Any]], report: CollateReport) -> list[Sample]:
         """Validate and copy every example; apply the text and estimated-length policies."""
+        if not self._warned_pre_shift:
+            self._warned_pre_shift = warn_if_shifted_for_trainer(self)
         require_batch(examples, "samples")
         report.batch_size = len(examples)
         samples = [

@@ -1,7 +1,8 @@
 """Validating samples and copying their conversations.
 
-:func:`prepare_sample` checks a sample's shape, names the exact place that is
-wrong, and returns a :class:`~vlm_collate._samples.Sample` holding a normalised
+[`prepare_sample`][vlm_collate._prepare.prepare_sample] checks a sample's shape, names the exact
+place that is
+wrong, and returns a [`Sample`][vlm_collate._samples.Sample] holding a normalised
 *copy* of the conversation; the caller's data is never modified.
 """
 
@@ -68,7 +69,7 @@ def prepare_sample(
     Every media reference is checked against ``media_access`` (the safe
     defaults when None) before anything reads it: images are read, checked
     and converted to upright RGB (PIL images on copies); video and audio
-    references become checked :class:`~vlm_collate.media.MediaSource` objects
+    references become checked [`MediaSource`][vlm_collate.media.MediaSource] objects
     that the media strategies decode. ``max_image_pixels``, when given,
     overrides the policy's image limit. Arrays and tensors must be finite.
     Only the steering keys in ``trusted_keys`` are read from the example.

@@ -1,7 +1,7 @@
 """What happened to a batch: kept, dropped, truncated and warned-about samples.
 
 Also the one place that logs a warning only once per process
-(:func:`warn_once`), so repeated batches do not flood the log.
+(`warn_once`), so repeated batches do not flood the log.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 A sample is a mapping with a ``"conversation"``: a list of ``{"role", "content"}``
 messages whose content is a string or a list of typed items
 (``text``/``image``/``video``/``audio``). ``_prepare.prepare_sample`` checks that
-shape and builds the :class:`Sample` defined here.
+shape and builds the [`Sample`][vlm_collate._samples.Sample] defined here.
 """
 
 from __future__ import annotations
@@ -58,7 +58,8 @@ class Sample:
 
 
 def require_batch(examples: Any, noun: str = "samples") -> None:
-    """Raise :class:`BatchError` unless ``examples`` is a non-empty list-like batch."""
+    """Raise [`BatchError`][vlm_collate.BatchError] unless ``examples`` is a non-empty list-like
+    batch."""
     if isinstance(examples, (str, bytes, Mapping)) or not isinstance(examples, Sequence):
         msg = f"expected a list of {noun} (got {type(examples).__name__})."
         raise BatchError(msg)

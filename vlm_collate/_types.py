@@ -1,6 +1,6 @@
 """The shapes the library asks of the objects users hand it.
 
-These are structural (:class:`typing.Protocol`): any Hugging Face processor
+These are structural (`typing.Protocol`): any Hugging Face processor
 or tokenizer fits, and so does a stand-in written for tests. They say what
 is used, not everything those classes offer.
 """

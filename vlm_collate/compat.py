@@ -1,10 +1,10 @@
-"""Seed-compatible functions: NeMo Automodel's collate function names and signatures.
+"""Compatible functions: NeMo Automodel's collate function names and signatures.
 
 An existing training config switches to this package by changing its import
 path, e.g. ``nemo_automodel.components.datasets.vlm.collate_fns.qwen2_5_collate_fn``
 becomes ``vlm_collate.compat.qwen2_5_collate_fn``. Each function is a thin
-wrapper over a collator class. Two things differ from the seed on purpose:
-bad input raises :class:`~vlm_collate.errors.VLMCollateError` (with the
+wrapper over a collator class. Two things differ from NeMo Automodel on purpose:
+bad input raises `VLMCollateError` (with the
 collators' default policies) instead of training on a nan loss, and padding is
 never labelled, even in rows cut by truncation.
 """
@@ -66,7 +66,7 @@ __all__ = [
     "qwen3_omni_collate_fn",
 ]
 
-# Processors whose templates the seed trusted to be ChatML.
+# Processors whose templates NeMo Automodel trusted to be ChatML.
 IMSTART_TEMPLATE_PROCESSORS = frozenset(
     {
         "Qwen2VLProcessor",
@@ -85,7 +85,7 @@ PostTokenizeHook = Callable[[dict[str, Any], Any], dict[str, Any]]
 
 @attrs.define(kw_only=True)
 class _HookedDefaultCollator(DefaultCollator):
-    """DefaultCollator whose hook step calls a seed-style ``(batch, processor)`` callable."""
+    """DefaultCollator whose hook step calls a NeMo-style ``(batch, processor)`` callable."""
 
     post_tokenize: PostTokenizeHook | None = None
 
@@ -98,14 +98,15 @@ class _HookedDefaultCollator(DefaultCollator):
 _CACHE: weakref.WeakKeyDictionary[Any, dict[Any, BaseCollator]] = weakref.WeakKeyDictionary()
 
 
-# NeMo's dataset wrapper marks the placeholder images it adds with this key; the seed obeyed it.
+# NeMo's dataset wrapper marks the placeholder images it adds with this key, and
+# NeMo Automodel's functions obey it.
 SEED_TRUSTED_KEYS = ("_injected_fake",)
 
 
 def _cached(cls: type, processor: Any, **options: Any) -> Any:
     """Reuse one collator per processor and options (its caches then persist).
 
-    The seed functions trust ``"_injected_fake"``, as the seed did.
+    The NeMo Automodel functions trust ``"_injected_fake"``, as NeMo Automodel did.
     """
     if issubclass(cls, BaseCollator):
         options.setdefault("trusted_keys", SEED_TRUSTED_KEYS)
@@ -134,9 +135,9 @@ def default_collate_fn(
     drop_overlong: bool = False,
     _post_tokenize_hook: PostTokenizeHook | None = None,
 ) -> dict[str, torch.Tensor]:
-    """The seed's ``default_collate_fn`` on :class:`~vlm_collate.DefaultCollator`.
+    """NeMo Automodel's ``default_collate_fn`` on [`DefaultCollator`][vlm_collate.DefaultCollator].
 
-    As in the seed, ``max_length`` pads every batch to ``max_length``; longer
+    As in NeMo Automodel, ``max_length`` pads every batch to ``max_length``; longer
     samples are truncated (never through media tokens), or dropped by estimate
     first when ``drop_overlong`` is set.
     """
@@ -149,7 +150,8 @@ def default_collate_fn(
 
 
 def _seed_length_options(max_length: int | None, drop_overlong: bool) -> dict[str, Any]:
-    """The seed's length rule: cut long samples at ``max_length``, or drop them by estimate."""
+    """NeMo Automodel's length rule: cut long samples at ``max_length``, or drop them by
+    estimate."""
     if max_length is None:
         return {}
     return {
@@ -162,21 +164,24 @@ def _seed_length_options(max_length: int | None, drop_overlong: bool) -> dict[st
 def qwen2_5_collate_fn(
     examples: Sequence[Mapping[str, Any]], processor: Any
 ) -> dict[str, torch.Tensor]:
-    """The seed's ``qwen2_5_collate_fn`` on :class:`~vlm_collate.Qwen25VLCollator`."""
+    """NeMo Automodel's ``qwen2_5_collate_fn`` on
+    [`Qwen25VLCollator`][vlm_collate.Qwen25VLCollator]."""
     return _cached(Qwen25VLCollator, processor)(examples)
 
 
 def qwen3_omni_collate_fn(
     examples: Sequence[Mapping[str, Any]], processor: Any, use_audio_in_video: bool = False
 ) -> dict[str, torch.Tensor]:
-    """The seed's ``qwen3_omni_collate_fn`` on :class:`~vlm_collate.Qwen3OmniCollator`."""
+    """NeMo Automodel's ``qwen3_omni_collate_fn`` on
+    [`Qwen3OmniCollator`][vlm_collate.Qwen3OmniCollator]."""
     return _cached(Qwen3OmniCollator, processor, use_audio_in_video=use_audio_in_video)(examples)
 
 
 def kimi_vl_collate_fn(
     examples: Sequence[Mapping[str, Any]], processor: Any, max_length: int | None = None
 ) -> dict[str, torch.Tensor]:
-    """The seed's ``kimi_vl_collate_fn``: overlong samples dropped, rows padded to max_length."""
+    """NeMo Automodel's ``kimi_vl_collate_fn``: overlong samples dropped, rows padded to
+    max_length."""
     options = {} if max_length is None else {"max_length": max_length, "drop_overlong": True}
     return _cached(KimiVLCollator, processor, **options)(examples)
 
@@ -187,9 +192,9 @@ def kimi_k25_vl_collate_fn(
     max_length: int | None = None,
     drop_overlong: bool = False,
 ) -> dict[str, torch.Tensor]:
-    """The seed's ``kimi_k25_vl_collate_fn``: image tokens pre-expanded, fixed-length rows.
+    """NeMo Automodel's ``kimi_k25_vl_collate_fn``: image tokens pre-expanded, fixed-length rows.
 
-    As in the seed, long samples are truncated (an image cut off becomes
+    As in NeMo Automodel, long samples are truncated (an image cut off becomes
     padding) unless ``drop_overlong`` drops them.
     """
     options = _seed_length_options(max_length, drop_overlong)
@@ -199,14 +204,16 @@ def kimi_k25_vl_collate_fn(
 def llava_onevision_collate_fn(
     examples: Sequence[Mapping[str, Any]], processor: Any
 ) -> dict[str, torch.Tensor]:
-    """The seed's ``llava_onevision_collate_fn`` on :class:`~vlm_collate.LlavaOneVisionCollator`."""
+    """NeMo Automodel's ``llava_onevision_collate_fn`` on
+    [`LlavaOneVisionCollator`][vlm_collate.LlavaOneVisionCollator]."""
     return _cached(LlavaOneVisionCollator, processor)(examples)
 
 
 def nemotron_parse_collate_fn(
     examples: Sequence[Mapping[str, Any]], processor: Any, task_prompt: str = DEFAULT_TASK_PROMPT
 ) -> dict[str, torch.Tensor]:
-    """The seed's ``nemotron_parse_collate_fn`` on :class:`~vlm_collate.NemotronParseCollator`."""
+    """NeMo Automodel's ``nemotron_parse_collate_fn`` on
+    [`NemotronParseCollator`][vlm_collate.NemotronParseCollator]."""
     return _cached(NemotronParseCollator, processor, task_prompt=task_prompt)(examples)
 
 
@@ -216,7 +223,8 @@ def nemotron_omni_collate_fn(
     max_length: int | None = None,
     max_video_frames: int = 8,
 ) -> dict[str, torch.Tensor]:
-    """The seed's ``nemotron_omni_collate_fn`` on :class:`~vlm_collate.NemotronOmniCollator`."""
+    """NeMo Automodel's ``nemotron_omni_collate_fn`` on
+    [`NemotronOmniCollator`][vlm_collate.NemotronOmniCollator]."""
     return _cached(
         NemotronOmniCollator, processor, max_length=max_length, max_video_frames=max_video_frames
     )(examples)
@@ -225,14 +233,15 @@ def nemotron_omni_collate_fn(
 def phi4_mm_collate_fn(
     examples: Sequence[Mapping[str, Any]], processor: Any
 ) -> dict[str, torch.Tensor]:
-    """The seed's ``phi4_mm_collate_fn`` on :class:`~vlm_collate.Phi4MMCollator`."""
+    """NeMo Automodel's ``phi4_mm_collate_fn`` on [`Phi4MMCollator`][vlm_collate.Phi4MMCollator]."""
     return _cached(Phi4MMCollator, processor)(examples)
 
 
 def gemma4_prefix_collate_fn(
     examples: Sequence[Mapping[str, Any]], processor: Any, max_length: int | None = None
 ) -> dict[str, torch.Tensor]:
-    """The seed's ``gemma4_prefix_collate_fn`` on :class:`~vlm_collate.Gemma4Collator`."""
+    """NeMo Automodel's ``gemma4_prefix_collate_fn`` on
+    [`Gemma4Collator`][vlm_collate.Gemma4Collator]."""
     return _cached(Gemma4Collator, processor, max_length=max_length)(examples)
 
 
@@ -266,9 +275,10 @@ def gemma4_inject_thinking_prefix(
 def pad_collate_fn(
     examples: Sequence[Mapping[str, Any]], processor: Any, max_length: int | None = None
 ) -> dict[str, torch.Tensor]:
-    """The seed's ``pad_collate_fn`` on :class:`~vlm_collate.PreTokenizedCollator`.
+    """NeMo Automodel's ``pad_collate_fn`` on
+    [`PreTokenizedCollator`][vlm_collate.PreTokenizedCollator].
 
-    As in the seed: rows padded to ``max_length`` when given, bfloat16 pixels,
+    As in NeMo Automodel: rows padded to ``max_length`` when given, bfloat16 pixels,
     labels shifted; a row longer than ``max_length`` is truncated, except
     through media tokens (then the sample is dropped and reported).
     """
@@ -387,7 +397,7 @@ def packed_sequence_thd_vlm_collater(
 ) -> dict:
     """NeMo Automodel's THD collater (Transformer Engine, context parallelism) on our classes.
 
-    Packs are padded to one length by :class:`~vlm_collate.NeatPackedCollator`
+    Packs are padded to one length by [`NeatPackedCollator`][vlm_collate.NeatPackedCollator]
     (``input_ids``, ``labels``, ``position_ids`` ``[B, S]`` or mRoPE
     ``[3, B, S]``, media concatenated). Each row's document lengths come from
     the pack's ``seq_lens`` and ``seq_lens_padded`` when it has both, else
@@ -439,7 +449,7 @@ def _thd_lengths(pack: Mapping[str, Any], index: int, length: int) -> tuple[list
 
 
 def _cached_plain(cls: type, processor: Any, **options: Any) -> Any:
-    """Like :func:`_cached`, for collators that take ``processor`` as an option."""
+    """Like `_cached`, for collators that take ``processor`` as an option."""
     if processor is None:
         return cls(**options)
     return _cached(cls, processor, **options)
@@ -450,7 +460,8 @@ def build_labels(
     conversations: Sequence[Sequence[dict[str, Any]]],
     processor: Any,
 ) -> torch.Tensor:
-    """The seed's BPE pattern-matching labels (:class:`~vlm_collate.LegacyBPEMatch`)."""
+    """NeMo Automodel's BPE pattern-matching labels
+    ([`LegacyBPEMatch`][vlm_collate.LegacyBPEMatch])."""
     return LegacyBPEMatch().build(input_ids_batch, conversations, processor)
 
 
@@ -459,7 +470,8 @@ def build_labels_from_template(
     conversations: Sequence[Sequence[dict[str, Any]]],
     processor: Any,
 ) -> torch.Tensor:
-    """The seed's chain: ChatML ids for Qwen processors, derived markers, then BPE matching."""
+    """NeMo Automodel's chain: ChatML ids for Qwen processors, derived markers, then BPE
+    matching."""
     return _template_chain(type(processor).__name__).build(
         input_ids_batch, conversations, processor
     )

@@ -1,7 +1,7 @@
 """Errors raised by vlm_collate.
 
-Every error derives from :class:`VLMCollateError` and from the built-in that
-fits it, so ``except ValueError`` keeps working in code that predates us::
+Every error derives from [`VLMCollateError`][vlm_collate.VLMCollateError] and from the built-in that
+fits it, so ``except ValueError`` keeps working in code that predates us:
 
     VLMCollateError (Exception)
     ├── SampleError (ValueError)          a sample is malformed; names sample and message
@@ -21,7 +21,7 @@ fits it, so ``except ValueError`` keeps working in code that predates us::
 Every error pickles with its fields, so one raised in a ``DataLoader`` worker
 keeps its ``sample_index``, ``message_index`` and ``item_index`` in the main
 process. (PyTorch re-creates a worker's exception from its type and the
-formatted traceback; a :class:`SampleError` built that way reads its
+formatted traceback; a [`SampleError`][vlm_collate.SampleError] built that way reads its
 location back from the traceback's last line.)
 """
 

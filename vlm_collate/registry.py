@@ -1,7 +1,8 @@
 """Choosing a collator class from a processor's class name.
 
 Families register the processor class names they handle with
-:func:`register_collator`; :func:`collator_for` looks the processor's class
+[`register_collator`][vlm_collate.register_collator]; [`collator_for`][vlm_collate.collator_for]
+looks the processor's class
 (and its base classes) up, and falls back to ``DefaultCollator``.
 """
 

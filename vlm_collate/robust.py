@@ -1,11 +1,11 @@
 """``RobustCollator``: re-sample a whole batch from a seed when collating it fails.
 
-A wrapped collator that raises a :class:`~vlm_collate.VLMCollateError` (an
+A wrapped collator that raises a [`VLMCollateError`][vlm_collate.VLMCollateError] (an
 unreadable image, a sample with no assistant turn, an overlong sample under
 ``overlong="raise"``, ...) gets a fresh batch of the same size drawn from the
 dataset, up to ``max_retries`` times. Every failure is logged on the
 ``vlm_collate.robust`` logger, and the draws come from the wrapper's own
-seeded :class:`random.Random`, so a run can be replayed.
+seeded `random.Random`, so a run can be replayed.
 
 >>> robust = RobustCollator(collator=collator, dataset=dataset, seed=0)  # doctest: +SKIP
 >>> loader = DataLoader(dataset, batch_size=8, collate_fn=robust)       # doctest: +SKIP
@@ -31,11 +31,11 @@ logger = logging.getLogger(__name__)
 
 
 def worker_rng_seed(seed: int, worker_id: int | None) -> int | str:
-    """The seed of the re-sampling RNG in one process.
+    """NeMo Automodel of the re-sampling RNG in one process.
 
     Outside ``DataLoader`` workers this is ``seed`` itself, so
     ``random.Random(seed)`` replays the draws. Worker ``k`` uses the string
-    ``"<seed>:worker<k>"`` instead: :class:`random.Random` hashes a string seed
+    ``"<seed>:worker<k>"`` instead: `random.Random` hashes a string seed
     with SHA-512, so the streams of different workers differ and do not depend
     on ``PYTHONHASHSEED``.
     """
@@ -68,7 +68,7 @@ class RobustCollator:
     """Wrap a collator so that a batch it rejects is replaced by a re-sampled one.
 
     ``collator(examples)`` is tried first on the caller's batch. When it raises
-    one of ``retry_on`` (by default only :class:`~vlm_collate.VLMCollateError`,
+    one of ``retry_on`` (by default only [`VLMCollateError`][vlm_collate.VLMCollateError],
     which the collators raise for every data problem, including media files
     that cannot be read), the failure is logged and a new batch of
     ``len(examples)`` samples is drawn: ``dataset[rng.randrange(len(dataset))]``
@@ -77,7 +77,7 @@ class RobustCollator:
     a ``TypeError`` from a bug, propagates unchanged and is not counted.
 
     The RNG is ``random.Random(worker_rng_seed(seed, worker_id))``, created on
-    the first failure in each process: the global :mod:`random` state is never
+    the first failure in each process: the global `random` state is never
     touched. In a ``DataLoader`` worker, ``worker_id`` is
     ``torch.utils.data.get_worker_info().id``, so workers draw different
     batches; in the main process it is ``None`` and the RNG is
@@ -202,12 +202,14 @@ class RobustCollator:
 def make_robust_collate(
     dataset: Any, collate_fn: Callable[[list[Any]], Any], max_retries: int = 10
 ) -> RobustCollator:
-    """The seed's ``make_robust_collate``: a :class:`RobustCollator` with seed 0.
+    """NeMo Automodel's ``make_robust_collate``: a [`RobustCollator`][vlm_collate.RobustCollator]
+    with
+    seed 0.
 
-    Unlike the seed, it retries only on :class:`~vlm_collate.VLMCollateError`,
-    draws from its own RNG instead of the global :mod:`random` module, makes
+    Unlike NeMo Automodel, it retries only on [`VLMCollateError`][vlm_collate.VLMCollateError],
+    draws from its own RNG instead of the global `random` module, makes
     up to ``1 + max_retries`` attempts, and raises
-    :class:`RetriesExhaustedError` (a ``ValueError``) rather than
+    [`RetriesExhaustedError`][vlm_collate.RetriesExhaustedError] (a ``ValueError``) rather than
     ``RuntimeError`` when they all fail.
     """
     return RobustCollator(collator=collate_fn, dataset=dataset, max_retries=max_retries)

@@ -81,9 +81,9 @@ class TestMainQuick:
         assert (True, 0) == (first > 0, later)
 
     def test_seed_comparison_runs_or_says_why_not(self, quick_run):
-        """The seed line either compares outputs (and they agree) or says why it was skipped."""
-        line = line_starting(quick_run[1], "seed:")
-        if line.startswith("seed: skipped"):
+        """The nemo_automodel line either compares outputs (and they agree) or says why not."""
+        line = line_starting(quick_run[1], "nemo_automodel:")
+        if line.startswith("nemo_automodel: skipped"):
             assert "nemo_automodel" in line
         else:
             assert line.endswith("same input_ids: yes, same labels: yes")

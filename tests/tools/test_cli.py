@@ -288,19 +288,23 @@ class TestInspectCommand:
         assert "DROPPED (overlong)" in sample_block(output, 1)
         assert "summary: 2 samples, 1 row kept, 1 dropped" in output
 
-    def test_html_page_escapes_answers(self, tmp_path):
-        """--html writes a standalone page with every answer HTML-escaped."""
+    def test_html_page_holds_every_answer_as_data(self, tmp_path):
+        """--html writes a standalone page whose trained tokens spell every answer, never as markup."""
         page = tmp_path / "view.html"
         status, _, _ = run("inspect", "--no-color", "--html", str(page))
         text = page.read_text(encoding="utf-8")
-        escaped = [
-            answer.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-            for answer in assistant_texts(read_example())
+        data = re.search(r'<script type="application/json" id="data">(.*?)</script>', text, re.S)
+        trained = [
+            "".join(
+                piece for piece, kind in zip(s["pieces"], s["kinds"], strict=True) if kind == "t"
+            )
+            for s in json.loads(data.group(1))["samples"]
         ]
+        answers = assistant_texts(read_example())
         assert 0 == status
-        assert escaped == [answer for answer in escaped if answer in text]
+        assert answers == [answer for answer in answers if any(answer in t for t in trained)]
         assert "<b>3" not in text
-        assert [] == re.findall(r"https?://|<link|<script|src=", text)
+        assert [] == re.findall(r"https?://|<link|<script src|src=", text)
 
     def test_local_processor_directory(self, tmp_path, qwen_processor):
         """--processor PATH loads a saved processor offline and inspects with it."""

@@ -1,5 +1,5 @@
 """One module per model family. Importing this package registers every family
-with :func:`vlm_collate.register_collator`.
+with [`vlm_collate.register_collator`][vlm_collate.register_collator].
 """
 
 from __future__ import annotations

@@ -19,7 +19,7 @@ __all__ = ["DefaultCollator"]
 
 @attrs.define(kw_only=True)
 class DefaultCollator(BaseCollator):
-    """The seed's ``default_collate_fn``: one ``apply_chat_template`` call does it all.
+    """NeMo Automodel's ``default_collate_fn``: one ``apply_chat_template`` call does it all.
 
     The processor renders, tokenizes and reads the media of the whole batch
     (``tokenize=True, return_dict=True``). Turn markers are derived from the

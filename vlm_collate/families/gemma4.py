@@ -159,7 +159,8 @@ class ThinkingChannelMarker(MarkerStrategy):
 @register_collator("Gemma4Processor", "Gemma4UnifiedProcessor")
 @attrs.define(kw_only=True)
 class Gemma4Collator(DefaultCollator):
-    """The seed's ``gemma4_prefix_collate_fn``: the default pipeline plus the thinking channel.
+    """NeMo Automodel's ``gemma4_prefix_collate_fn``: the default pipeline plus the thinking
+    channel.
 
     After the processor runs, ``<|channel>thought\\n<channel|>`` is inserted
     after every ``<|turn>model\\n`` marker; ``attention_mask`` gets ones there,

@@ -70,7 +70,8 @@ def expand_placeholders(
 
 @attrs.frozen(kw_only=True)
 class PreExpandedImages(MediaStrategy):
-    """Images for Kimi K2.5, finished as the seed did: ``image_grid_hws`` beside ``grid_thws``.
+    """Images for Kimi K2.5, finished as NeMo Automodel did: ``image_grid_hws`` beside
+    ``grid_thws``.
 
     The template step already gathered pixels, ``grid_thws`` and
     ``n_images_per_sample`` of the images that survived truncation; this adds
@@ -111,7 +112,8 @@ class _Row:
 @register_collator("KimiK25Processor", "Kimi_K25Processor")
 @attrs.define(kw_only=True)
 class KimiK25VLCollator(BaseCollator):
-    """The seed's ``kimi_k25_vl_collate_fn``: fixed-length rows with image tokens pre-expanded.
+    """NeMo Automodel's ``kimi_k25_vl_collate_fn``: fixed-length rows with image tokens
+    pre-expanded.
 
     Each sample is processed alone. Its single ``<|media_pad|>`` per image is
     widened to ``(h // 2) * (w // 2)`` tokens from ``grid_thws`` (rows that
@@ -150,7 +152,8 @@ class KimiK25VLCollator(BaseCollator):
         return self._stack(rows, samples)
 
     def supported_media(self) -> frozenset[str]:
-        """Images only: the seed passes nothing else, and video chunks need Moonshot's reader."""
+        """Images only: NeMo Automodel passes nothing else, and video chunks need Moonshot's
+        reader."""
         return frozenset({"image"})
 
     def media_token_id(self) -> int:

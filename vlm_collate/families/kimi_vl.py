@@ -64,12 +64,12 @@ def _max_length_padding(collator: BaseCollator) -> str:
 @register_collator("KimiVLProcessor")
 @attrs.define(kw_only=True)
 class KimiVLCollator(BaseCollator):
-    """The seed's ``kimi_vl_collate_fn``, for Kimi-VL's remote-code ``KimiVLProcessor``.
+    """NeMo Automodel's ``kimi_vl_collate_fn``, for Kimi-VL's remote-code ``KimiVLProcessor``.
 
     The batch is rendered and processed in one call, without the tokenizer's
     own special tokens (``add_special_tokens=False``). With a ``max_length``,
-    rows are padded to exactly ``max_length`` (before shifting), as in the
-    seed, once longer samples are dropped; ``padding="longest"`` turns that
+    rows are padded to exactly ``max_length`` (before shifting), as in NeMo
+    Automodel, once longer samples are dropped; ``padding="longest"`` turns that
     off. Labels are read from Kimi's turn markers; pixels keep the processor's
     dtype and ``image_grid_hws`` gives each image's patch grid.
     """

@@ -45,10 +45,11 @@ class PerSampleImagesMedia(QwenVLUtilsMedia):
 @register_collator("LlavaOnevisionProcessor", "LlavaOneVisionProcessor")
 @attrs.define(kw_only=True)
 class LlavaOneVisionCollator(BaseCollator):
-    """The seed's ``llava_onevision_collate_fn``.
+    """NeMo Automodel's ``llava_onevision_collate_fn``.
 
     Conversations are rendered to text; ``qwen-vl-utils`` reads images and
-    videos (see :class:`PerSampleImagesMedia`), and the processor runs on both
+    videos (see [`PerSampleImagesMedia`][vlm_collate.PerSampleImagesMedia]), and the processor runs
+    on both
     without re-sampling video frames. ChatML markers are read from the
     vocabulary. String content is rendered as one text item, because the
     llava-hf template reads only list content and would leave such a turn empty.

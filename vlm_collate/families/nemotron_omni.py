@@ -75,7 +75,8 @@ class NemotronOmniMedia(AudioMedia):
 
 
 def _rate_metadata(frames: Any, item: Mapping[str, Any]) -> Any:
-    """Metadata for a frame list whose item gives its ``fps``; None without one (as in the seed)."""
+    """Metadata for a frame list whose item gives its ``fps``; None without one (as in NeMo
+    Automodel)."""
     fps = item.get("fps") or item.get("sample_fps")
     if not fps or isinstance(frames, str):
         return None
@@ -102,7 +103,7 @@ def _omni_media(collator: NemotronOmniCollator) -> MediaStrategy:
 )
 @attrs.define(kw_only=True)
 class NemotronOmniCollator(BaseCollator):
-    """The seed's ``nemotron_omni_collate_fn``.
+    """NeMo Automodel's ``nemotron_omni_collate_fn``.
 
     Each conversation is flattened to text with the processor's ``<image>`` /
     ``<video>`` / audio placeholders and rendered by the chat template; the
@@ -271,7 +272,7 @@ def _concat(values: Sequence[Any]) -> Any:
 
 
 def _sound_features(clips: Sequence[Any], processor: Any) -> dict[str, torch.Tensor]:
-    """Mel features of raw clips, as the seed computes them for the remote-code processor."""
+    """Mel features of raw clips, as NeMo Automodel computes them for the remote-code processor."""
     waves = [
         np.asarray(
             wave.cpu().numpy() if isinstance(wave, torch.Tensor) else wave, np.float32

@@ -61,21 +61,22 @@ class PromptPrefixMask(LabelStrategy):
 @register_collator("NemotronParseProcessor")
 @attrs.define(kw_only=True)
 class NemotronParseCollator(BaseCollator):
-    """The seed's ``nemotron_parse_collate_fn``.
+    """NeMo Automodel's ``nemotron_parse_collate_fn``.
 
     Nemotron-Parse has no chat template: each row is ``task_prompt`` followed
     by the first assistant message's text, tokenized with the tokenizer's
     own ``<s>`` / ``</s>``, and the sample's single page image. Only the
-    target and its ``</s>`` are trained (:class:`PromptPrefixMask`). The batch
+    target and its ``</s>`` are trained ([`PromptPrefixMask`][vlm_collate.PromptPrefixMask]). The
+    batch
     adds ``decoder_input_ids`` and ``decoder_attention_mask``: with
-    ``shift_labels`` (the seed's layout) they are the shifted rows; without,
+    ``shift_labels`` (NeMo Automodel's layout) they are the shifted rows; without,
     the rows shifted right behind the decoder start token. Pixels default to
     bfloat16.
 
     Args:
         task_prompt: The task tokens every row starts with.
         decoder_start_token_id: First decoder input; by default the tokenizer's
-            ``decoder_start_token_id``, else its BOS, else its EOS (as the seed).
+            ``decoder_start_token_id``, else its BOS, else its EOS (as NeMo Automodel).
             Nemotron-Parse's model config uses ``</s>``.
     """
 

@@ -26,7 +26,7 @@ from ..registry import register_collator
 
 __all__ = ["Phi4MMCollator", "RoleTokenMarker"]
 
-# The seed drops the remote processor's image inputs; transformers names the
+# NeMo Automodel drops the remote processor's image inputs; transformers names the
 # pixels ``image_pixel_values`` and they go with the rest.
 _IMAGE_INPUTS = ("input_image_embeds", "image_pixel_values", "image_sizes", "image_attention_mask")
 _IMAGE_PIXELS = frozenset({"input_image_embeds", "image_pixel_values"})
@@ -70,9 +70,9 @@ def _phi4_media(collator: Phi4MMCollator) -> MediaStrategy:
 @register_collator("Phi4MultimodalProcessor", "Phi4MMProcessor")
 @attrs.define(kw_only=True)
 class Phi4MMCollator(BaseCollator):
-    """The seed's ``phi4_mm_collate_fn``, for speech (and, on request, image) fine-tuning.
+    """NeMo Automodel's ``phi4_mm_collate_fn``, for speech (and, on request, image) fine-tuning.
 
-    Audio items (or the seed's top-level ``example["audio"]``) may be arrays,
+    Audio items (or NeMo Automodel's top-level ``example["audio"]``) may be arrays,
     ``(array, rate)`` pairs or ``{"array", "sampling_rate"}`` dicts; they are
     resampled to the feature extractor's rate. Turn markers are derived from
     the chat template (``<|assistant|>`` ... ``<|end|>``). ``input_mode`` (0
@@ -81,7 +81,7 @@ class Phi4MMCollator(BaseCollator):
 
     Args:
         dropped_keys: Batch keys removed at the end. By default the image
-            inputs, as in the seed; image items are then refused rather than
+            inputs, as in NeMo Automodel; image items are then refused rather than
             silently lost. ``dropped_keys=()`` trains on images too.
 
     # Phi-4's processor names its media entries its own way.

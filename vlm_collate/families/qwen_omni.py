@@ -30,9 +30,9 @@ class QwenOmniUtilsMedia(QwenVLUtilsMedia):
     """Media read by ``qwen_omni_utils.process_mm_info``: audio, images and videos.
 
     Audio items are turned into mono 16 kHz waveforms first
-    (:func:`~vlm_collate.media.load_waveform`: arrays, ``(array, rate)``
+    ([`load_waveform`][vlm_collate.media.load_waveform]: arrays, ``(array, rate)``
     pairs, ``{"array", "sampling_rate"}`` dicts, files read with PyAV). Video
-    files are decoded with PyAV too (see :class:`QwenVLUtilsMedia`), since
+    files are decoded with PyAV too (see [`QwenVLUtilsMedia`][vlm_collate.QwenVLUtilsMedia]), since
     qwen-omni-utils' readers need torchcodec, decord or an ffmpeg binary. With
     ``use_audio_in_video`` each video's audio track is decoded beside its
     frames and the processor is told which audio belongs to which video. Only
@@ -145,10 +145,11 @@ def _omni_media(collator: Qwen3OmniCollator) -> MediaStrategy:
 @register_collator("Qwen3OmniMoeProcessor", "Qwen2_5OmniProcessor")
 @attrs.define(kw_only=True)
 class Qwen3OmniCollator(BaseCollator):
-    """The seed's ``qwen3_omni_collate_fn``.
+    """NeMo Automodel's ``qwen3_omni_collate_fn``.
 
     ``qwen-omni-utils`` reads audio, images and videos (see
-    :class:`QwenOmniUtilsMedia`); the processor gets only the modalities the
+    [`QwenOmniUtilsMedia`][vlm_collate.QwenOmniUtilsMedia]); the processor gets only the modalities
+    the
     batch holds. Rows are right-padded whatever the tokenizer's default, and
     ChatML markers are read from the vocabulary. Pixels keep the processor's dtype.
 

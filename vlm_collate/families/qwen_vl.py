@@ -24,19 +24,19 @@ __all__ = ["Qwen25VLCollator"]
 )
 @attrs.define(kw_only=True)
 class Qwen25VLCollator(BaseCollator):
-    """The seed's ``qwen2_5_collate_fn``.
+    """NeMo Automodel's ``qwen2_5_collate_fn``.
 
     Each conversation is rendered to text, then the processor runs on the texts
     with the images and videos as the conversation gives them (pass
     ``media_strategy=QwenVLUtilsMedia()`` to have ``qwen-vl-utils`` read and
     resize them as Qwen's reference code does). ChatML markers are read from
-    the vocabulary. Pixels keep the processor's dtype, as in the seed; frames
+    the vocabulary. Pixels keep the processor's dtype, as in NeMo Automodel; frames
     of videos are not re-sampled (``do_sample_frames=False``).
 
     With ``padding_free=True`` the 3-D mRoPE ``position_ids`` of each sample
     are computed alone by ``rope_index`` (a callable taking one sample's
     tensors and giving ``[3, n]``); None derives a
-    :class:`~vlm_collate.MRopeIndex` from the processor, exact for text and
+    [`MRopeIndex`][vlm_collate.MRopeIndex] from the processor, exact for text and
     images. For videos pass ``MRopeIndex.from_config(config)`` with the
     checkpoint's config.
     """

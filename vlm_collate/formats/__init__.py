@@ -1,8 +1,8 @@
 """Datasets as people bring them: row formats, their detection, and role checks.
 
-Each format is a :class:`RowFormat` that converts one dataset row to the
-library's own ``{"conversation": [...]}`` sample. :func:`convert` and
-:func:`detect` work on single rows; every collator, ``pretokenize`` and
+Each format is a [`RowFormat`][vlm_collate.formats.RowFormat] that converts one dataset row to the
+library's own ``{"conversation": [...]}`` sample. [`convert`][vlm_collate.formats.convert] and
+[`detect`][vlm_collate.formats.detect] work on single rows; every collator, ``pretokenize`` and
 ``vlm-collate inspect`` take the same ``format=`` names.
 
 >>> from vlm_collate.formats import convert

@@ -1,7 +1,7 @@
 """Choosing a row format by name, or by the shape of the row (``format="auto"``).
 
 Detection is strict: ``"auto"`` picks a format only when exactly one fits the
-row, and otherwise raises a :class:`~vlm_collate.SampleError` that lists every
+row, and otherwise raises a [`SampleError`][vlm_collate.SampleError] that lists every
 format with what the row lacks for it (or the formats that all fit).
 """
 
@@ -76,12 +76,13 @@ class AutoFormat(RowFormat):
 def get_format(
     value: str | RowFormat, *, roles: Mapping[str, str] | None = None, base: Any = None
 ) -> RowFormat:
-    """The converter for ``value``: a format name, ``"auto"`` or a :class:`RowFormat`.
+    """The converter for ``value``: a format name, ``"auto"`` or a
+    [`RowFormat`][vlm_collate.formats.RowFormat].
 
     Args:
         value: ``"conversation"``, ``"messages"`` (or ``"trl"``), ``"sharegpt"``
             (or ``"llava"``), ``"llamafactory"``, ``"openai"``, ``"cauldron"``,
-            ``"auto"``, or a configured :class:`RowFormat`.
+            ``"auto"``, or a configured [`RowFormat`][vlm_collate.formats.RowFormat].
         roles: Role renames over the format's own map (``{"bot": "assistant"}``).
         base: Folder relative media paths are resolved against.
 
@@ -124,8 +125,9 @@ def convert(
 
     Args:
         row: A row in any supported format.
-        format: A format name (see :func:`get_format`), ``"auto"`` (the default) or
-            a :class:`RowFormat`.
+        format: A format name (see [`get_format`][vlm_collate.formats.get_format]), ``"auto"`` (the
+            default) or
+            a [`RowFormat`][vlm_collate.formats.RowFormat].
         index: The row's position, named in errors.
         roles: Role renames over the format's own map.
         base: Folder relative media paths are resolved against.

@@ -1,6 +1,6 @@
 """One converter per row shape, from a dataset row to the library's own sample.
 
-Each :class:`RowFormat` says whether a row fits it (:meth:`RowFormat.missing`
+Each [`RowFormat`][vlm_collate.formats.RowFormat] says whether a row fits it (`missing`
 names what is missing when it does not) and converts a row that fits into
 ``{"conversation": [...]}``, keeping the row's other columns (an ``id``, ...).
 Media named in columns are placed where the text's ``<image>`` / ``<video>`` /
@@ -210,7 +210,7 @@ class Conversation(RowFormat):
         raise SampleError(msg, sample_index=index)
 
     def _refuse_half_converted(self, row: Row, conversation: list, index: int | None) -> None:
-        # Audio is left out: the seed's top-level "audio" is read by Phi-4's collator.
+        # Audio is left out: NeMo Automodel's top-level "audio" is read by Phi-4's collator.
         columns = [name for name in _VISUAL_COLUMNS if row.get(name) is not None]
         if not columns:
             return

@@ -4,7 +4,7 @@ Chat templates write turns of ``system``, ``user``, ``assistant`` and ``tool``
 messages (ChatML templates write *any* role string as a turn header), and the
 label policy trains the roles it names. A message whose role is neither,
 such as ShareGPT's ``gpt`` or a misspelled ``usr``, would be rendered as a
-turn that nothing trains; :func:`role_problem` applies the collator's
+turn that nothing trains; [`role_problem`][vlm_collate.formats.role_problem] applies the collator's
 ``unknown_roles`` policy to it.
 """
 
@@ -67,7 +67,7 @@ def unknown_role_detail(
 def role_problem(collator: Any, sample: Any, report: Any) -> Any:
     """Apply ``collator.unknown_roles`` to ``sample``: a DroppedSample to drop, or None.
 
-    ``"raise"`` raises a :class:`~vlm_collate.SampleError`, ``"warn"`` adds a
+    ``"raise"`` raises a [`SampleError`][vlm_collate.SampleError], ``"warn"`` adds a
     warning to ``report`` and logs it, ``"allow"`` says nothing.
     """
     policy = getattr(collator, "unknown_roles", "raise")

@@ -1,7 +1,7 @@
 """Which tokens are trained: label strategies, the label policy, roles and generation tags.
 
 A label strategy answers a question about the chat template (where are the
-assistant turns?); :class:`LabelPolicy` answers one about training (which of
+assistant turns?); [`LabelPolicy`][vlm_collate.LabelPolicy] answers one about training (which of
 those turns to learn from, and how).
 """
 

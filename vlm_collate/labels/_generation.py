@@ -2,12 +2,12 @@
 
 Templates written for ``return_assistant_tokens_mask`` wrap what the model
 must learn to write in ``{% generation %}`` ... ``{% endgeneration %}``.
-:class:`GenerationTagMask` renders each conversation while recording where
+[`GenerationTagMask`][vlm_collate.GenerationTagMask] renders each conversation while recording where
 those blocks fall in the text, tokenizes the text with offsets, and carries
 the marked tokens over to the processor's row of ``input_ids``. That row is
 not the plain tokenization: media placeholders are expanded into many tokens,
 the row is padded on either side, and some processors insert text around
-media. :func:`align_token_ids` pairs the two token sequences.
+media. [`align_token_ids`][vlm_collate.labels.align_token_ids] pairs the two token sequences.
 """
 
 from __future__ import annotations
@@ -48,13 +48,14 @@ class GenerationTagMask(LabelStrategy):
 
     The template decides what is trained, so it also covers roles and turn
     layouts no marker describes. A template without a generation block
-    raises :class:`~vlm_collate.errors.LabelStrategyError`, so that
+    raises [`LabelStrategyError`][vlm_collate.LabelStrategyError], so that
     ``FirstOf(GenerationTagMask(), ImStartMarker(), ...)`` moves on to the
     next strategy. A conversation whose blocks hold no token gives an
     unlabelled row (the collator's ``empty_labels`` policy decides its fate).
 
     Each conversation is rendered twice more (once with generation tracking,
-    once through :func:`vlm_collate._template.render` to check that the text
+    once through [`vlm_collate._template.render`][vlm_collate._template.render] to check that the
+    text
     is the one the collator gave the processor) and tokenized once more, so
     this strategy costs more than the marker scans.
     """
@@ -95,7 +96,7 @@ class GenerationTagMask(LabelStrategy):
 
 
 def _template_owners(processor: Any) -> list[tuple[Any, str]]:
-    """The objects whose templates :func:`~vlm_collate._template.render` tries, in its order."""
+    """The objects whose templates [`render`][vlm_collate._template.render] tries, in its order."""
     owners = [processor]
     tokenizer = getattr(processor, "tokenizer", None)
     if tokenizer is not None:
@@ -131,7 +132,7 @@ def _render_spans(
 ) -> tuple[str, list[Span]]:
     """Render like the collator does, recording the character spans of generation blocks.
 
-    The first template that renders wins, as in :func:`~vlm_collate._template.render`;
+    The first template that renders wins, as in [`render`][vlm_collate._template.render];
     the text is then checked against that function's, so the spans describe
     the very text the processor tokenized.
     """
@@ -217,7 +218,7 @@ def align_token_ids(source: Sequence[int], target: Sequence[int]) -> list[int]:
     media placeholders expanded into runs, text a processor adds around
     media. A two-pointer walk pairs each source token with the next equal
     target token. When the walk runs out of target (a source token really is
-    missing or changed), :class:`difflib.SequenceMatcher` pairs the longest
+    missing or changed), `difflib.SequenceMatcher` pairs the longest
     common blocks instead, on runs of repeated tokens collapsed to one entry
     so that long placeholder and padding runs cost nothing.
 

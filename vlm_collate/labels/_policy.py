@@ -1,7 +1,7 @@
 """Label policies: which of the turns a label strategy finds are trained, and how much.
 
-A :class:`~vlm_collate.labels.LabelStrategy` answers a structural question:
-where do the assistant turns of this row lie? A :class:`LabelPolicy` answers a
+A [`LabelStrategy`][vlm_collate.LabelStrategy] answers a structural question:
+where do the assistant turns of this row lie? A [`LabelPolicy`][vlm_collate.LabelPolicy] answers a
 training question: which of those turns (and, optionally, which turns of other
 roles) should the model learn from, with their end-of-turn token or not, with
 their reasoning or not, and with what weight. Keeping the two apart means one
@@ -11,7 +11,8 @@ family's strategy chain.
 Turns are read from the strategy's labels: each maximal run of labelled
 positions is one assistant turn, and the k-th run of a row is the k-th
 assistant message of the sample. Turns of other roles are found with markers
-derived from the chat template (:func:`vlm_collate.labels.role_markers`).
+derived from the chat template
+([`vlm_collate.labels.role_markers`][vlm_collate.labels.role_markers]).
 """
 
 from __future__ import annotations
@@ -124,7 +125,7 @@ class LabelPolicy:
     """Which turns are trained, and how.
 
     The default trains every assistant turn with its end-of-turn token, as
-    the seed does; a collator with the default policy runs exactly the seed's
+    NeMo Automodel does; a collator with the default policy runs exactly NeMo Automodel's
     label path.
 
     Per-message keys in a sample override the policy for that message:
@@ -227,7 +228,7 @@ class LabelPolicy:
         """Labels (and weights, when asked) after applying the policy.
 
         The default policy on samples without ``"train"`` / ``"weight"`` keys
-        returns ``labels`` itself, so the seed's label path costs one scan of
+        returns ``labels`` itself, so NeMo Automodel's label path costs one scan of
         the messages' keys.
 
         Args:
@@ -466,7 +467,7 @@ def find_turns(
     many turns of a role as its sample has messages of that role, they are
     matched in order (assistant turns may also match the messages with text,
     for strategies that find no turn for an empty answer); when the counts
-    differ, a :class:`SampleError` says so
+    differ, a [`SampleError`][vlm_collate.SampleError] says so
     if the sample asks for per-message control, else the turns keep no
     message. ``sample_indices`` (each row's index in the caller's batch)
     name the sample in that error.

@@ -1,13 +1,14 @@
 """Turn markers of roles other than the assistant, derived from the chat template.
 
-:func:`role_markers` finds the token ids that open a turn of a role (``system``,
+[`role_markers`][vlm_collate.labels.role_markers] finds the token ids that open a turn of a role
+(``system``,
 ``user``, ``tool``, ...) and the id that closes it, so that
-:func:`~vlm_collate.labels.assistant_spans` finds those turns the way it finds
-assistant turns. Like :class:`~vlm_collate.labels.DerivedTemplateMarker`, it
+[`assistant_spans`][vlm_collate.labels.assistant_spans] finds those turns the way it finds
+assistant turns. Like [`DerivedTemplateMarker`][vlm_collate.DerivedTemplateMarker], it
 renders a conversation with sentinel texts, tokenizes it with offsets and reads
 the whole tokens around each sentinel. The markers found are then tried on that
 same conversation: the scan must mark exactly the role's messages, or the role
-is refused with a :class:`~vlm_collate.errors.LabelStrategyError` that says why.
+is refused with a [`LabelStrategyError`][vlm_collate.LabelStrategyError] that says why.
 
 Two limits come from the templates, not from the scan: a template that opens
 every conversation with a default (or empty) system turn gives a system span

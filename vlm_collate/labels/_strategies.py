@@ -1,10 +1,11 @@
 """Label strategies: which tokens of a batch are trained.
 
-A :class:`LabelStrategy` turns a ``[B, L]`` tensor of token ids into labels of
-the same shape holding :data:`IGNORE_INDEX` everywhere except assistant content
+A [`LabelStrategy`][vlm_collate.LabelStrategy] turns a ``[B, L]`` tensor of token ids into labels of
+the same shape holding `IGNORE_INDEX` everywhere except assistant content
 and its end-of-turn token. Marker strategies find assistant turns by the token
 ids the chat template wraps them in; the scan is vectorised torch code
-(:func:`assistant_spans`), and :func:`naive_assistant_spans` is the plain
+([`assistant_spans`][vlm_collate.labels.assistant_spans]), and
+[`naive_assistant_spans`][vlm_collate.labels.naive_assistant_spans] is the plain
 per-token loop it is tested and benchmarked against.
 """
 
@@ -149,7 +150,8 @@ def _head_matches(
 
 
 def naive_assistant_spans(input_ids: torch.Tensor, markers: TurnMarkers) -> torch.Tensor:
-    """Per-token Python reference for :func:`assistant_spans` (slow; for tests and benchmarks)."""
+    """Per-token Python reference for [`assistant_spans`][vlm_collate.labels.assistant_spans] (slow;
+    for tests and benchmarks)."""
     marker = list(markers.assistant_marker)
     merged = set(markers.merged_tail_ids)
     width = len(marker)
@@ -179,16 +181,17 @@ def naive_assistant_spans(input_ids: torch.Tensor, markers: TurnMarkers) -> torc
 
 
 def labels_from_spans(input_ids: torch.Tensor, spans: torch.Tensor) -> torch.Tensor:
-    """Copy ``input_ids`` where ``spans`` is True and :data:`IGNORE_INDEX` elsewhere."""
+    """Copy ``input_ids`` where ``spans`` is True and `IGNORE_INDEX` elsewhere."""
     return torch.where(spans, input_ids, torch.full_like(input_ids, IGNORE_INDEX))
 
 
 class LabelStrategy(abc.ABC):
     """Decides which tokens are trained.
 
-    Subclasses implement :meth:`build`. A strategy that cannot work with the
-    given processor raises :class:`~vlm_collate.errors.LabelStrategyError`, so
-    that :class:`FirstOf` can try the next one.
+    Subclasses implement [`build`][vlm_collate.labels._strategies.LabelStrategy.build]. A strategy
+    that cannot work with the
+    given processor raises [`LabelStrategyError`][vlm_collate.LabelStrategyError], so
+    that [`FirstOf`][vlm_collate.FirstOf] can try the next one.
     """
 
     @abc.abstractmethod
@@ -199,7 +202,8 @@ class LabelStrategy(abc.ABC):
 
 
 class MarkerStrategy(LabelStrategy):
-    """A strategy that scans for :class:`TurnMarkers` it resolves once per tokenizer."""
+    """A strategy that scans for [`TurnMarkers`][vlm_collate.TurnMarkers] it resolves once per
+    tokenizer."""
 
     def build(
         self, input_ids: torch.Tensor, conversations: Conversations, processor: Any
@@ -386,7 +390,8 @@ def tokenize_with_offsets(
 ) -> tuple[list[int], list[tuple[int, int]]]:
     """Token ids of ``text`` (no special tokens added) and each token's character span.
 
-    Raises :class:`LabelStrategyError`, naming ``user``, for tokenizers that
+    Raises [`LabelStrategyError`][vlm_collate.LabelStrategyError], naming ``user``, for tokenizers
+    that
     cannot give offsets (slow tokenizers).
     """
     try:
@@ -538,7 +543,7 @@ class FirstOf(LabelStrategy):
     """Tries each strategy in order and returns the first one that applies.
 
     ``FirstOf(ImStartMarker(), DerivedTemplateMarker(), LegacyBPEMatch())`` is
-    the seed's ``build_labels_from_template`` chain.
+    NeMo Automodel's ``build_labels_from_template`` chain.
     """
 
     strategies: tuple[LabelStrategy, ...]

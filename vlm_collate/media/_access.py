@@ -1,8 +1,9 @@
 """The media access policy: which references a dataset may name, and how large media may be.
 
 A dataset downloaded from the internet is untrusted: every path, URL and blob
-in it may point anywhere or hold anything. :class:`MediaAccess` says what is
-allowed; :func:`resolve_media` turns one reference into a :class:`MediaSource`
+in it may point anywhere or hold anything. [`MediaAccess`][vlm_collate.MediaAccess] says what is
+allowed; [`resolve_media`][vlm_collate.media.resolve_media] turns one reference into a
+[`MediaSource`][vlm_collate.media.MediaSource]
 (a checked regular file, or bytes held in memory) before any decoder or
 third-party reader sees it.
 """
@@ -129,7 +130,7 @@ class MediaAccess:
 
     Args:
         allow_urls: Fetch ``http``, ``https`` and ``ftp`` references. False
-            refuses them with a :class:`~vlm_collate.MediaError` and makes no request.
+            refuses them with a [`MediaError`][vlm_collate.MediaError] and makes no request.
         allowed_hosts: With ``allow_urls``, the only hosts URLs (and their
             redirects) may name; None allows any host.
         url_timeout: Seconds a URL fetch may take: connecting, each read, and
@@ -171,7 +172,8 @@ class MediaAccess:
 
     @classmethod
     def coerce(cls, value: Any) -> MediaAccess:
-        """A :class:`MediaAccess` from itself, None (the defaults) or a mapping of its options."""
+        """A [`MediaAccess`][vlm_collate.MediaAccess] from itself, None (the defaults) or a mapping
+        of its options."""
         if value is None:
             return cls()
         if isinstance(value, cls):
@@ -246,7 +248,8 @@ _CURRENT: contextvars.ContextVar[MediaAccess | None] = contextvars.ContextVar(
 
 
 def current_access() -> MediaAccess:
-    """The policy of the collator in effect here (see :func:`using_access`), or the defaults."""
+    """The policy of the collator in effect here (see
+    [`using_access`][vlm_collate.media.using_access]), or the defaults."""
     return _CURRENT.get() or MediaAccess()
 
 
@@ -279,12 +282,14 @@ def local_path(value: str | os.PathLike[str]) -> Path:
 def resolve_media(
     value: Any, access: MediaAccess | None = None, *, kind: str, location: Location | None = None
 ) -> MediaSource:
-    """Check one media reference against ``access`` and return it as a :class:`MediaSource`.
+    """Check one media reference against ``access`` and return it as a
+    [`MediaSource`][vlm_collate.media.MediaSource].
 
     ``value`` may be a path (``str`` or ``PathLike``), a ``file://``,
     ``http(s)://`` or ``ftp://`` URL, a ``data:`` URI, bytes, a
     ``{"bytes", "path"}`` mapping (the ``datasets`` image format) or a
-    :class:`MediaSource` already resolved. URLs are fetched here, bounded by
+    [`MediaSource`][vlm_collate.media.MediaSource] already resolved. URLs are fetched here, bounded
+    by
     the policy; nothing is decoded.
 
     Raises:

@@ -2,10 +2,11 @@
 
 An audio item's ``"audio"`` may be a 1-D array (already at the processor's
 rate), an ``(array, rate)`` pair, a ``{"array", "sampling_rate"}`` dict (the
-Hugging Face ``datasets`` format) or a file path. :func:`load_waveform` turns
+Hugging Face ``datasets`` format) or a file path.
+[`load_waveform`][vlm_collate.media.load_waveform] turns
 any of them into a mono float32 array at the processor's rate, resampling
-with :func:`resample` (a band-limited polyphase filter in torch) and reading
-files with PyAV. :class:`AudioMedia` is the media strategy that does this for
+with [`resample`][vlm_collate.media.resample] (a band-limited polyphase filter in torch) and reading
+files with PyAV. [`AudioMedia`][vlm_collate.AudioMedia] is the media strategy that does this for
 every audio item of a batch.
 """
 
@@ -124,7 +125,7 @@ def load_waveform(
     Args:
         value: An array (taken to be at ``sampling_rate`` already), an
             ``(array, rate)`` pair, a ``{"array", "sampling_rate"}`` dict, or a
-            reference :func:`~vlm_collate.media.resolve_media` takes (a path,
+            reference [`resolve_media`][vlm_collate.media.resolve_media] takes (a path,
             bytes, a ``data:`` URI, a URL when ``access`` allows them) to a
             file PyAV can decode.
         sampling_rate: The rate the processor expects.
@@ -333,9 +334,9 @@ class AudioMedia(MediaStrategy):
 def move_example_audio(
     samples: Sequence[Sample], *, sampling_rate: int, access: MediaAccess | None = None
 ) -> None:
-    """Turn the seed's top-level ``example["audio"]`` into an audio item of the conversation.
+    """Turn NeMo Automodel's top-level ``example["audio"]`` into an audio item of the conversation.
 
-    The seed's Phi-4-MM and Nemotron-Omni collate functions read one clip per
+    NeMo Automodel's Phi-4-MM and Nemotron-Omni collate functions read one clip per
     sample from ``example["audio"]``. Unless the conversation already holds
     audio items, the clip (as a waveform at ``sampling_rate``) becomes the
     first item of the first user message of the sample's own conversation

@@ -1,4 +1,4 @@
-"""Fetching a URL under a :class:`~vlm_collate.media.MediaAccess` policy.
+"""Fetching a URL under a [`MediaAccess`][vlm_collate.media.MediaAccess] policy.
 
 Only reached with ``allow_urls=True``. Every hop of a redirect chain is
 checked against the policy (scheme and ``allowed_hosts``) before it is
@@ -30,7 +30,8 @@ _CHUNK = 64 * 1024
 
 
 class _NoRedirect(urllib.request.HTTPRedirectHandler):
-    """Hand every redirect back to :func:`fetch`, which checks it before following."""
+    """Hand every redirect back to [`fetch`][vlm_collate.media.fetch], which checks it before
+    following."""
 
     def redirect_request(self, *args: Any, **kwargs: Any) -> None:
         return None

@@ -66,7 +66,7 @@ def load_image(
 
     Paths, ``file://`` and (with ``allow_urls``) ``http(s)``/``ftp`` URLs,
     ``data:`` URIs, bytes and ``{"bytes", "path"}`` mappings are all resolved
-    by :func:`~vlm_collate.media.resolve_media` and decoded here, with the
+    by [`resolve_media`][vlm_collate.media.resolve_media] and decoded here, with the
     pixel count checked on the header before any pixel is decoded. Numpy
     arrays and tensors are passed through as the processor accepts them.
 

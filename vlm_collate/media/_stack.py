@@ -1,6 +1,6 @@
 """The one place where per-sample media become batch entries.
 
-Pixels of several samples are joined with :func:`merge_media`; per-media
+Pixels of several samples are joined with [`merge_media`][vlm_collate.media.merge_media]; per-media
 tensors (grids, timings) are concatenated along their first axis; and the
 batch counts each sample's images and videos from their grids.
 """
@@ -63,9 +63,9 @@ def stack_media(
     Args:
         entries: One mapping of media entries per sample (empty for a text sample).
         pixel_dtype: Cast pixels to this dtype; None keeps theirs.
-        pixel_keys: Entries joined with :func:`merge_media`.
+        pixel_keys: Entries joined with [`merge_media`][vlm_collate.media.merge_media].
         concatenated_keys: Per-media entries concatenated along dim 0; their
-            trailing shapes must agree (a :class:`BatchError` otherwise).
+            trailing shapes must agree (a [`BatchError`][vlm_collate.BatchError] otherwise).
         counted_by: For each kind counted, the entry whose rows are its media.
         owners: The caller's sample index of each entry, for error messages.
     """

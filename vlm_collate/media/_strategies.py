@@ -1,9 +1,9 @@
 """Media strategies: gathering media for the processor, finishing media in the batch.
 
-A :class:`MediaStrategy` has two jobs. :meth:`~MediaStrategy.gather` turns the
+A [`MediaStrategy`][vlm_collate.MediaStrategy] has two jobs. `gather` turns the
 batch's conversations into keyword arguments for the processor call
 (``images=``, ``videos=``, ...; only modalities that are present).
-:meth:`~MediaStrategy.finalize` finishes the media entries of the batch: pixel
+`finalize` finishes the media entries of the batch: pixel
 dtype, per-sample media counts and ``num_patches``.
 """
 
@@ -167,7 +167,7 @@ def iter_media_items(
     """Yield ``(location, item)`` for every media item, in conversation order.
 
     ``location`` holds ``sample_index`` (the position in ``conversations``),
-    ``message_index`` and ``item_index``, ready for a :class:`MediaError`.
+    ``message_index`` and ``item_index``, ready for a [`MediaError`][vlm_collate.MediaError].
     """
     for position, conversation in enumerate(conversations):
         for message_index, message in enumerate(conversation):
@@ -234,7 +234,7 @@ class MediaStrategy(abc.ABC):  # noqa: B024 - a role to fill; its methods are th
         """Return one video's frames and metadata; files are decoded here.
 
         The item may choose frames with ``fps``, ``nframes`` or ``max_frames``;
-        without them every frame is kept, as in the seed, up to the media
+        without them every frame is kept, as in NeMo Automodel, up to the media
         access policy's ``max_video_frames``. Paths, URLs and bytes are read
         by our own reader under that policy; the processor gets frames.
         """

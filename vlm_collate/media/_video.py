@@ -89,7 +89,7 @@ def frame_indices(
     """Evenly spaced frame indices.
 
     ``nframes`` wins over ``fps``; with neither, every frame is kept (as the
-    seed did). The count is a multiple of ``factor`` (Qwen needs 2) and at
+    NeMo Automodel did). The count is a multiple of ``factor`` (Qwen needs 2) and at
     most ``max_frames``; short videos repeat their last frame to reach ``factor``.
     """
     count = kept_count(
@@ -109,7 +109,8 @@ def kept_count(
     max_frames: int | None = None,
     factor: int = 1,
 ) -> int:
-    """How many indices :func:`frame_indices` returns, computed without building them."""
+    """How many indices [`frame_indices`][vlm_collate.media.frame_indices] returns, computed
+    without building them."""
     if total <= 0:
         return 0
     if nframes is not None:
@@ -173,7 +174,8 @@ def read_video_item(
 ) -> DecodedVideo:
     """Decode one video item's file with the item's frame choices over the given defaults.
 
-    Every error is a :class:`MediaError` (or :class:`SampleTypeError`) naming
+    Every error is a [`MediaError`][vlm_collate.MediaError] (or
+    [`SampleTypeError`][vlm_collate.SampleTypeError]) naming
     ``location``, with the decoder's error chained.
     """
     options = video_options(item, location, fps=fps, max_frames=max_frames)
@@ -190,10 +192,12 @@ def read_video(
     access: MediaAccess | None = None,
     location: Mapping[str, int | None] | None = None,
 ) -> DecodedVideo:
-    """Decode the frames of a video that :func:`frame_indices` selects, within ``access``.
+    """Decode the frames of a video that [`frame_indices`][vlm_collate.media.frame_indices]
+    selects, within ``access``.
 
-    ``source`` is anything :func:`~vlm_collate.media.resolve_media` takes (a
-    path, a URL when allowed, bytes, a :class:`MediaSource`). The frame size is
+    ``source`` is anything [`resolve_media`][vlm_collate.media.resolve_media] takes (a
+    path, a URL when allowed, bytes, a [`MediaSource`][vlm_collate.media.MediaSource]). The frame
+    size is
     checked on the stream header before decoding, at most
     ``access.max_video_frames`` frames are kept (sampled down or refused, as
     ``access.video_over_limit`` says), and decoding stops after the last
@@ -380,7 +384,8 @@ def _count(container: Any, stream: Any, checked: MediaSource, where: dict[str, A
 
 @contextmanager
 def _opened(checked: MediaSource, where: dict[str, Any]) -> Iterator[tuple[Any, Any]]:
-    """``(container, video stream)``; failures become :class:`MediaError`, the header is checked."""
+    """``(container, video stream)``; failures become [`MediaError`][vlm_collate.MediaError], the
+    header is checked."""
     import av
 
     handle = checked.open(where)

@@ -7,7 +7,7 @@ optionally 1-D float ``loss_weights`` (as a collator with
 processor produced (``pixel_values``, ``image_grid_thw``, ...). Tokenizing
 samples ahead of time (in dataset workers, or once and cached) leaves the
 collator nothing to do but pad, stack, shift and concatenate media.
-:func:`pretokenize_sample` makes such a sample with any chat collator.
+[`pretokenize_sample`][vlm_collate.pretokenize_sample] makes such a sample with any chat collator.
 """
 
 from __future__ import annotations
@@ -81,8 +81,8 @@ def trained_weights(tokens: Mapping[str, torch.Tensor]) -> torch.Tensor:
 class PreTokenizedCollator:
     """Pads, stacks and shifts pre-tokenized samples; concatenates their media.
 
-    The seed's ``pad_collate_fn``. It runs no chat template and no processor,
-    so it is not a :class:`~vlm_collate.BaseCollator`; the processor, when
+    NeMo Automodel's ``pad_collate_fn``. It runs no chat template and no processor,
+    so it is not a [`BaseCollator`][vlm_collate.BaseCollator]; the processor, when
     given, only supplies the pad id and the media token ids that truncation
     must not cut.
 
@@ -111,7 +111,7 @@ class PreTokenizedCollator:
             chat collator's ``padding_free=True`` gives (varlen keyword
             arguments, per-sample positions, no padding).
         rope_index: One sample's ``[3, n]`` mRoPE positions for padding-free
-            rows; None derives a :class:`~vlm_collate.MRopeIndex` from a
+            rows; None derives a [`MRopeIndex`][vlm_collate.MRopeIndex] from a
             Qwen-VL ``processor`` (1-D positions without one).
     """
 
@@ -286,7 +286,8 @@ class PreTokenizedCollator:
 
 
 def pretokenize_sample(collator: Any, example: Mapping[str, Any]) -> dict[str, Any]:
-    """Tokenize one chat sample ahead of time with ``collator``, for :class:`PreTokenizedCollator`.
+    """Tokenize one chat sample ahead of time with ``collator``, for
+    [`PreTokenizedCollator`][vlm_collate.PreTokenizedCollator].
 
     The collator runs on ``[example]`` alone with unshifted labels and no
     padding; the result holds 1-D token tensors (``input_ids``,
@@ -295,7 +296,7 @@ def pretokenize_sample(collator: Any, example: Mapping[str, Any]) -> dict[str, A
     ``loss_weights``, unshifted like ``labels``.
 
     Args:
-        collator: A chat collator (any :class:`~vlm_collate.BaseCollator`).
+        collator: A chat collator (any [`BaseCollator`][vlm_collate.BaseCollator]).
         example: One ``{"conversation": [...]}`` sample.
     """
     options: dict[str, Any] = {"shift_labels": False, "padding": "longest"}

@@ -1,4 +1,5 @@
-"""Greedy first-fit packing of pre-tokenized samples for :class:`~vlm_collate.NeatPackedCollator`.
+"""Greedy first-fit packing of pre-tokenized samples for
+[`NeatPackedCollator`][vlm_collate.NeatPackedCollator].
 
 Each sample (a document) is shifted on its own before it joins a pack: a
 document of ``n`` tokens gives ``n - 1`` positions, ``input_ids[:-1]`` paired
@@ -41,7 +42,7 @@ class PackResult:
     """Packs, and what happened to the samples that did not go in whole.
 
     Args:
-        packs: Mappings for :class:`~vlm_collate.NeatPackedCollator`.
+        packs: Mappings for [`NeatPackedCollator`][vlm_collate.NeatPackedCollator].
         documents: For each pack, the indices of the samples it holds, in order.
         dropped: Samples left out, with the reason.
         truncated: Indices of samples cut to fit.
@@ -198,11 +199,11 @@ def pack(
     Samples are taken in order; each goes into the first pack with room for
     it, else opens a new pack. A sample is never split. A sample longer than
     ``pack_size`` (after its shift) follows ``overlong``: ``"raise"`` an
-    :class:`~vlm_collate.OverlongError` naming it, ``"drop"`` it and report it,
+    [`OverlongError`][vlm_collate.OverlongError] naming it, ``"drop"`` it and report it,
     or ``"truncate"`` it, unless the cut would remove media tokens, in which
     case it is dropped and reported.
 
-    Every sample is validated first (see :mod:`vlm_collate.pretokenized`;
+    Every sample is validated first (see [`vlm_collate.pretokenized`][vlm_collate.pretokenized];
     with ``processor``, ids are checked against its vocabulary). Positions
     whose ``attention_mask`` is 0 are padding and are left out of the
     documents. A sample that would train nothing once shifted (every
@@ -213,7 +214,7 @@ def pack(
         samples: Mappings with 1-D ``input_ids``, unshifted ``labels``,
             optionally ``mm_token_type_ids``, float ``loss_weights`` (finite,
             >= 0) and media (as from
-            :func:`~vlm_collate.pretokenized.pretokenize_sample`). When any
+            [`pretokenize_sample`][vlm_collate.pretokenize_sample]). When any
             sample has ``loss_weights``, every pack gets float32
             ``loss_weights``: each document's ``loss_weights[1:]``, or 1.0 on
             its trained tokens when it has none, and 0.0 wherever the

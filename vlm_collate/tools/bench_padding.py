@@ -4,13 +4,13 @@ Run it with ``python -m vlm_collate.tools.bench_padding`` (``--help`` for
 the options). Samples follow a realistic length mix for chat fine-tuning,
 many short exchanges and a few long ones, some with an image, generated from
 a seeded random source and collated by the real
-:class:`~vlm_collate.Qwen25VLCollator` on the offline Qwen2.5-VL processor of
-:mod:`vlm_collate.testing`:
+[`Qwen25VLCollator`][vlm_collate.Qwen25VLCollator] on the offline Qwen2.5-VL processor of
+[`vlm_collate.testing`][vlm_collate.testing]:
 
 1. ``padded``: batches of ``--batch-size`` samples in a shuffled order,
    padded to their longest row (the default collator).
-2. ``packed``: :func:`~vlm_collate.pack` into ``--pack-size`` positions,
-   ``--packs-per-batch`` packs per :class:`~vlm_collate.NeatPackedCollator`
+2. ``packed``: [`pack`][vlm_collate.pack] into ``--pack-size`` positions,
+   ``--packs-per-batch`` packs per [`NeatPackedCollator`][vlm_collate.NeatPackedCollator]
    batch, padded to the longest pack.
 3. ``padding-free``: the same batches as ``padded`` with ``padding_free=True``.
 
@@ -68,7 +68,7 @@ def _sample(rng: random.Random, words: int, image: bool) -> dict[str, Any]:
 
 
 def length_mix(count: int, seed: int = 0, image_share: float = 0.25) -> list[dict[str, Any]]:
-    """``count`` chat samples whose answer lengths follow :data:`LENGTH_MIX`."""
+    """``count`` chat samples whose answer lengths follow `LENGTH_MIX`."""
     rng = random.Random(seed)
     shares = [share for share, _, _ in LENGTH_MIX]
     samples = []

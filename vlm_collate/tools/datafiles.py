@@ -1,10 +1,10 @@
 """Reading dataset files for the command line: JSONL, JSON arrays, Parquet, ``datasets``.
 
-:func:`read_rows` yields every row of a data file as a :class:`RawRow`; a row
+`read_rows` yields every row of a data file as a `RawRow`; a row
 that cannot be read (broken JSON, invalid UTF-8, nesting too deep) is yielded
 with its ``error`` set, so that the caller reports it and goes on. A problem
 with the file itself (missing, binary, a plain folder, a JSON array that does
-not parse) is a :class:`~vlm_collate.ConfigurationError` with a one-line
+not parse) is a [`ConfigurationError`][vlm_collate.ConfigurationError] with a one-line
 message. Nothing here imports torch.
 """
 

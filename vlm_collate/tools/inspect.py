@@ -1,22 +1,28 @@
 """Seeing what a collator trains on: the engine behind ``vlm-collate inspect``.
 
-:func:`load_records` reads and converts the rows of a dataset file (:func:`load_jsonl`
-reads a JSONL file of own-format samples), :func:`inspect_samples`
+[`load_records`][vlm_collate.tools.inspect.load_records] reads and converts the rows of a dataset
+file
+([`load_jsonl`][vlm_collate.tools.inspect.load_jsonl] reads a JSONL file of own-format samples),
+[`inspect_samples`][vlm_collate.tools.inspect.inspect_samples]
 collates it batch by batch and records, for every token of every row, whether
-it is prompt, trained, media placeholder or padding; :func:`render_text` and
-:func:`render_html` turn that record into a terminal view or a standalone HTML
-page. The renderers are pure functions of an :class:`Inspection`.
+it is prompt, trained, media placeholder or padding;
+[`render_text`][vlm_collate.tools.inspect.render_text] and
+[`render_html`][vlm_collate.tools.inspect.render_html] turn that record into a terminal view or a
+standalone HTML
+page. The renderers are pure functions of an [`Inspection`][vlm_collate.tools.inspect.Inspection].
 
-Labels are mapped back onto the tokens they train. With pre-shifted labels
-(``shift_labels=True``), ``labels[t]`` is the target at position ``t``, which is
-the token ``input_ids[t + 1]``, so that is the token marked as trained.
+Labels are mapped back onto the tokens they train. Every view describes the
+rows as they are before the label shift (the collator is run with
+``shift_labels=False``; the shift only drops a column afterwards), so a
+sample's token count is the same in every batch, view and setting: a
+pre-shifted batch stores the target of token ``t`` at ``labels[t - 1]`` and
+holds one column fewer of ``input_ids``.
 """
 
 from __future__ import annotations
 
 import collections
 import contextlib
-import html
 import itertools
 import logging
 import os
@@ -40,14 +46,17 @@ from ..formats import RowFormat, get_format
 from ..labels import IGNORE_INDEX
 from ..media import is_remote, media_token_ids
 from .datafiles import RawRow, media_base, read_rows
+from .media_view import MediaView, media_views
 from .terminal import visible
 
 __all__ = [
     "BatchView",
     "Inspection",
+    "MediaView",
     "Record",
     "SampleView",
     "Segment",
+    "TokenRow",
     "captured_logs",
     "describe_row",
     "inspect_samples",
@@ -65,6 +74,8 @@ _MEDIA_KEYS = {kind: (kind, "path", "url") for kind in ("image", "video", "audio
 _DROPPED_LOG_FORMAT = "dropped sample %d (%s): %s"
 # The DroppedSample reason of a row that could not be read, converted or collated.
 REFUSED = "refused"
+# Batch-level log notes about a per-message key, attached to the samples using it.
+_MESSAGE_KEY_NOTES = ("weight", "train")
 
 
 # -- data model ---------------------------------------------------------------
@@ -117,6 +128,27 @@ class Segment:
 
 
 @attrs.frozen
+class TokenRow:
+    """Every token of one row, for the per-token view.
+
+    Args:
+        ids: The row's token ids before the label shift (padding included).
+        targets: ``targets[t]`` is the label that trains ``ids[t]`` (``IGNORE_INDEX`` if none).
+        kinds: One letter per token: ``p`` prompt, ``t`` trained, ``m`` media, ``d`` padding.
+        pieces: Each token's text.
+        weights: Each token's loss weight, when the batch has ``loss_weights``.
+        media_slots: For each token, the index in the sample's media it stands for, or -1.
+    """
+
+    ids: tuple[int, ...]
+    targets: tuple[int, ...]
+    kinds: str
+    pieces: tuple[str, ...]
+    weights: tuple[float, ...] | None = None
+    media_slots: tuple[int, ...] = ()
+
+
+@attrs.frozen
 class SampleView:
     """What became of one sample: its row's tokens, counts and warnings."""
 
@@ -131,6 +163,8 @@ class SampleView:
     truncated: bool = False
     dropped: DroppedSample | None = None
     warnings: tuple[str, ...] = ()
+    detail: TokenRow | None = attrs.field(default=None, repr=False, eq=False)
+    media_items: tuple[MediaView, ...] = attrs.field(default=(), repr=False, eq=False)
 
 
 @attrs.frozen
@@ -141,6 +175,7 @@ class BatchView:
     indices: tuple[int, ...]
     shape: tuple[int, ...] | None
     notes: tuple[str, ...] = ()
+    shifted: bool = False  # ``shape`` is before the shift; the batch has one column fewer
 
 
 @attrs.frozen
@@ -204,7 +239,8 @@ def load_records(
     """Read and convert the rows of a data file; rows that fail carry their ``error``.
 
     Reads JSONL, a JSON array, Parquet, a saved ``datasets`` folder or a loading
-    script (see :mod:`vlm_collate.tools.datafiles`); each row is converted from
+    script (see [`vlm_collate.tools.datafiles`][vlm_collate.tools.datafiles]); each row is
+    converted from
     ``format`` to the library's own sample and its relative media paths are
     resolved against the data file's folder.
 
@@ -308,7 +344,7 @@ def inspect_samples(
     With ``keep_going`` (the default), a row that cannot be read, converted or
     collated is shown as refused, with its error placed in the file, and the
     other rows of its batch are collated without it. Otherwise the first
-    :class:`~vlm_collate.VLMCollateError` is raised again with the sample's
+    [`VLMCollateError`][vlm_collate.VLMCollateError] is raised again with the sample's
     position in the file (index and line) instead of its position in the batch.
     """
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0:
@@ -316,11 +352,16 @@ def inspect_samples(
         raise ConfigurationError(msg)
     views: list[SampleView] = []
     batches: list[BatchView] = []
+    # The shift only drops a column after padding: viewing the unshifted rows
+    # shows every token, and the same counts whatever the setting.
+    viewer = attrs.evolve(collator, shift_labels=False) if collator.shift_labels else collator
     for number, start in enumerate(range(0, len(records), batch_size)):
         chunk = list(records[start : start + batch_size])
-        batch_views, batch_view = _inspect_chunk(collator, chunk, number, keep_going=keep_going)
+        batch_views, batch_view = _inspect_chunk(viewer, chunk, number, keep_going=keep_going)
         views.extend(batch_views)
         batches.append(batch_view)
+    if collator.shift_labels:
+        batches = [attrs.evolve(view, shifted=True) for view in batches]
     options = {
         "max_length": collator.max_length,
         "shift_labels": collator.shift_labels,
@@ -425,7 +466,7 @@ def _inspect_batch(
             raise _located(exc, chunk) from exc
         report = collator.last_report
     warnings = _warnings_by_sample(report, chunk)
-    notes = tuple(_loose_notes(logged, report))
+    notes = tuple(_attach_notes(_loose_notes(logged, report), chunk, warnings))
     views = _row_views(collator, batch, report, chunk, warnings)
     shape = tuple(batch["input_ids"].shape) if batch is not None else None
     return views, BatchView(number=number, indices=indices, shape=shape, notes=notes)
@@ -471,6 +512,25 @@ def _loose_notes(logged: list[logging.LogRecord], report: CollateReport) -> Iter
             yield text
 
 
+def _attach_notes(
+    notes: Iterator[str], chunk: Sequence[Record], warnings: dict[int, list[str]]
+) -> Iterator[str]:
+    """Give a note about message keys to the samples holding them; yield the rest."""
+    for note in notes:
+        key = next((key for key in _MESSAGE_KEY_NOTES if f"'{key}' keys" in note), None)
+        owners = [record for record in chunk if key is not None and _has_message_key(record, key)]
+        if not owners:
+            yield note
+        for record in owners:
+            warnings[record.index].append(note)
+
+
+def _has_message_key(record: Record, key: str) -> bool:
+    conversation = record.example.get("conversation")
+    messages = conversation if isinstance(conversation, list) else ()
+    return any(isinstance(message, dict) and key in message for message in messages)
+
+
 def _row_views(
     collator: BaseCollator,
     batch: Mapping[str, Any] | None,
@@ -501,6 +561,7 @@ def _row_views(
         row = describe_row(
             batch, rows[local], collator.tokenizer, media_ids, shifted=collator.shift_labels
         )
+        media = media_views(record.example, _row_grids(batch, rows[local]), collator.processor)
         views.append(
             attrs.evolve(
                 row,
@@ -509,9 +570,51 @@ def _row_views(
                 name=record.name,
                 truncated=local in truncated,
                 warnings=extra + row.warnings,
+                detail=_with_media_slots(row.detail, media, collator.processor),
+                media_items=media,
             )
         )
     return views
+
+
+def _row_grids(batch: Mapping[str, Any], row: int) -> dict[str, list[list[int]]]:
+    """This row's ``image_grid_thw`` / ``video_grid_thw`` entries, by media kind."""
+    grids = {}
+    for kind in ("image", "video"):
+        grid = batch.get(f"{kind}_grid_thw")
+        counts = batch.get(f"n_{kind}s_per_sample")
+        if not isinstance(grid, torch.Tensor) or not isinstance(counts, torch.Tensor):
+            continue
+        start = int(counts[:row].sum())
+        grids[kind] = grid[start : start + int(counts[row])].tolist()
+    return grids
+
+
+def _with_media_slots(
+    detail: TokenRow | None, media: Sequence[MediaView], processor: Any
+) -> TokenRow | None:
+    """Point each placeholder run at the image or video it stands for, when runs match items."""
+    if detail is None or not media:
+        return detail
+    slots = [-1] * len(detail.ids)
+    tokenizer = getattr(processor, "tokenizer", processor)
+    for kind in ("image", "video"):
+        token = getattr(processor, f"{kind}_token", None)
+        token_id = tokenizer.convert_tokens_to_ids(token) if isinstance(token, str) else None
+        items = [position for position, view in enumerate(media) if view.kind == kind]
+        starts = [
+            t
+            for t, value in enumerate(detail.ids)
+            if value == token_id and (t == 0 or detail.ids[t - 1] != token_id)
+        ]
+        if token_id is None or len(starts) != len(items):
+            continue
+        for start, item in zip(starts, items, strict=True):
+            end = start
+            while end < len(detail.ids) and detail.ids[end] == token_id:
+                slots[end] = item
+                end += 1
+    return attrs.evolve(detail, media_slots=tuple(slots))
 
 
 def describe_row(
@@ -535,6 +638,13 @@ def describe_row(
         token for token, is_real in zip(ids, real, strict=True) if is_real and token in media_ids
     )
     warnings = _row_problems(ids, real, targets, media_ids)
+    detail = TokenRow(
+        ids=tuple(ids),
+        targets=tuple(targets),
+        kinds="".join(kind[0] if kind != "padding" else "d" for kind in kinds),
+        pieces=tuple(_token_pieces(tokenizer, ids)),
+        weights=tuple(weights) if weights is not None else None,
+    )
     return SampleView(
         index=0,
         line=0,
@@ -545,6 +655,7 @@ def describe_row(
         padding=int((mask == 0).sum()),
         media=tuple((_token_text(tokenizer, token), count) for token, count in media.most_common()),
         warnings=tuple(warnings),
+        detail=detail,
     )
 
 
@@ -573,7 +684,7 @@ def _aligned_row(
 def _aligned_weights(
     batch: Mapping[str, Any], row: int, length: int, *, shifted: bool
 ) -> list[float] | None:
-    """``loss_weights`` aligned like :func:`_aligned_row`'s targets, or None without them."""
+    """``loss_weights`` aligned like `_aligned_row`'s targets, or None without them."""
     weights = batch.get("loss_weights")
     if not isinstance(weights, torch.Tensor):
         return None
@@ -656,6 +767,24 @@ def _decoded_pieces(ids: list[int], bounds: list[int], tokenizer: Any) -> list[s
     return pieces
 
 
+_PIECE_CONTEXT = 4
+
+
+def _token_pieces(tokenizer: Any, ids: list[int]) -> list[str]:
+    """Each token's text; decoded in a little context where lone tokens lose characters."""
+    singles = tokenizer.batch_decode(
+        [[token] for token in ids], skip_special_tokens=False, clean_up_tokenization_spaces=False
+    )
+    if "".join(singles) == _decode(tokenizer, ids):
+        return list(singles)
+    pieces = []
+    for t, single in enumerate(singles):
+        window = ids[max(0, t - _PIECE_CONTEXT) : t + 1]
+        before, after = _decode(tokenizer, window[:-1]), _decode(tokenizer, window)
+        pieces.append(after[len(before) :] if after.startswith(before) else single)
+    return pieces
+
+
 def _decode(tokenizer: Any, ids: list[int]) -> str:
     if not ids:
         return ""
@@ -680,8 +809,8 @@ _ANSI = {
 }
 _RESET = "\x1b[0m"
 _SHIFT_NOTE = (
-    "labels are pre-shifted (labels[t] trains input_ids[t+1]); "
-    "the trained tokens themselves are marked"
+    "labels are pre-shifted: 'trained' counts the tokens the loss predicts, each stored "
+    "at labels[t-1]; 'tokens' counts the row before the shift (input_ids has one fewer)"
 )
 
 
@@ -782,7 +911,13 @@ def _settings(inspection: Inspection) -> list[str]:
 
 
 def _batch_title(batch: BatchView) -> str:
-    shape = "x".join(map(str, batch.shape)) if batch.shape else "no rows, every sample was dropped"
+    if batch.shape and batch.shifted:
+        rows, width = batch.shape
+        shape = f"{rows}x{width - 1} ({rows}x{width} before the shift)"
+    elif batch.shape:
+        shape = "x".join(map(str, batch.shape))
+    else:
+        shape = "no rows, every sample was dropped"
     first, last = batch.indices[0], batch.indices[-1]
     samples = f"sample {first}" if first == last else f"samples {first}-{last}"
     return f"{samples}, input_ids {shape}"
@@ -825,68 +960,11 @@ def _text_sample(view: SampleView, color: bool) -> list[str]:
     return lines
 
 
-_CSS = """
-body { font-family: system-ui, sans-serif; margin: 2em; color: #222; }
-pre { white-space: pre-wrap; word-break: break-word; background: #fafafa; border: 1px solid #ddd;
-      padding: .6em; font-family: ui-monospace, monospace; font-size: 13px; }
-.trained { background: #b7ecb2; outline: 1px solid #6cbf63; }
-.media { color: #8a2be2; font-weight: bold; }
-.padding { color: #aaa; }
-.weight { color: #a05a00; font-size: 75%; }
-.warning { color: #a05a00; }
-.dropped { color: #b00020; }
-.counts, .settings { color: #555; }
-section { margin-bottom: 1.2em; }
-h2 { font-size: 1.05em; margin-bottom: .3em; }
-"""
-
-
 def render_html(inspection: Inspection) -> str:
-    """A standalone HTML page (inline CSS, no external assets) with the same content."""
-    escape = html.escape
-    parts = [
-        "<!DOCTYPE html>",
-        '<html lang="en"><head><meta charset="utf-8"><title>vlm-collate inspect</title>',
-        f"<style>{_CSS}</style></head><body>",
-        "<h1>vlm-collate inspect</h1>",
-        '<ul class="settings">',
-        *(f"<li>{escape(line)}</li>" for line in _settings(inspection)),
-        *(f'<li class="warning">note: {escape(note)}</li>' for note in inspection.notes),
-        "</ul>",
-        '<p>Legend: <span class="trained">trained</span> prompt '
-        '<span class="media">media xN</span> <span class="padding">padding</span></p>',
-    ]
-    if inspection.shift_labels:
-        parts.append(f"<p>{html.escape(_SHIFT_NOTE)}</p>")
-    by_index = {view.index: view for view in inspection.samples}
-    for batch in inspection.batches:
-        parts.append(f"<h2>Batch {batch.number}: {html.escape(_batch_title(batch))}</h2>")
-        parts += [f'<p class="warning">warning: {escape(note)}</p>' for note in batch.notes]
-        parts += [_html_sample(by_index[index]) for index in batch.indices]
-    parts += [f"<p><strong>{escape(_summary_line(inspection))}</strong></p>", "</body></html>"]
-    return "\n".join(parts) + "\n"
+    """The standalone HTML page: thumbnails, per-token tooltips, a batch chart, paginated.
 
+    See [`vlm_collate.tools.html_view`][vlm_collate.tools.html_view].
+    """
+    from .html_view import render_html as render
 
-def _html_sample(view: SampleView) -> str:
-    escape = html.escape
-    dropped = view.dropped is not None or not view.segments
-    counts_class = "dropped" if dropped else "counts"
-    parts = [
-        f'<section id="sample-{view.index}">',
-        f"<h3>{escape(_title(view))}</h3>",
-        f'<p class="{counts_class}">{escape(_counts(view))}</p>',
-        *(f'<p class="warning">warning: {escape(warning)}</p>' for warning in view.warnings),
-    ]
-    if view.segments:
-        spans = []
-        for segment in view.segments:
-            text = escape(_segment_text(segment))
-            note = _weight_note(segment)
-            spans.append(
-                text if segment.kind == "prompt" else f'<span class="{segment.kind}">{text}</span>'
-            )
-            if note:
-                spans.append(f'<sup class="weight">{escape(note)}</sup>')
-        parts.append(f"<pre>{''.join(spans)}</pre>")
-    parts.append("</section>")
-    return "\n".join(parts)
+    return render(inspection)

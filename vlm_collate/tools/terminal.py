@@ -2,7 +2,7 @@
 
 A row can hold escape sequences that set the terminal's title, clear the
 screen or move the cursor, and bidirectional-override characters that reorder
-what is shown. :func:`visible` writes every such character as a visible escape
+what is shown. `visible` writes every such character as a visible escape
 (``\\x1b``, ``\\u202e``), keeping newlines and tabs.
 """
 

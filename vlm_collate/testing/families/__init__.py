@@ -1,6 +1,7 @@
 """Offline processor builders for model families, one module each.
 
-Each module calls :func:`vlm_collate.testing.register_family` when imported;
+Each module calls [`vlm_collate.testing.register_family`][vlm_collate.testing.register_family] when
+imported;
 importing this package imports them all.
 """
 

@@ -7,8 +7,9 @@ vocabulary already gives them) and share one chat template.
 * ``kimi_k25`` is ``transformers.Kimi_K25Processor``: called with
   ``images=``, it widens each ``<|media_pad|>`` to one token per merged patch
   and returns ``pixel_values`` and ``image_grid_thw``.
-* ``kimi_k25_remote`` is :class:`KimiK25Processor`, a stand-in for the
-  checkpoint's own ``kimi_k25_processor.py`` (what NeMo Automodel's seed was
+* ``kimi_k25_remote`` is
+[`KimiK25Processor`][vlm_collate.testing.families.kimi_k25.KimiK25Processor], a stand-in for the
+  checkpoint's own ``kimi_k25_processor.py`` (what NeMo Automodel's `collate_fns` was
   written against): called with ``text=`` and ``medias=[{"type": "image",
   "image": ...}]``, it leaves one ``<|media_pad|>`` per image and returns
   ``pixel_values`` and ``grid_thws``. Its pixels come from

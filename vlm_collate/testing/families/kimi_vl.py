@@ -2,8 +2,10 @@
 
 ``transformers`` does not ship Kimi-VL's processor: the checkpoints
 (``moonshotai/Kimi-VL-A3B-Instruct``) load ``processing_kimi_vl.py`` and
-``image_processing_kimi_vl.py`` as remote code. :class:`KimiVLProcessor` and
-:class:`KimiVLImageProcessor` here are written from those files' behaviour:
+``image_processing_kimi_vl.py`` as remote code.
+[`KimiVLProcessor`][vlm_collate.testing.families.kimi_vl.KimiVLProcessor] and
+[`KimiVLImageProcessor`][vlm_collate.testing.families.kimi_vl.KimiVLImageProcessor] here are written
+from those files' behaviour:
 same class names, constructor arguments, call interface, attributes and
 outputs (``input_ids``, ``attention_mask``, ``pixel_values`` of shape
 ``[patches, 3, 14, 14]`` and ``image_grid_hws``). They run on the Qwen2
@@ -145,7 +147,8 @@ def _round_up(value: int, multiple: int) -> int:
 
 
 class KimiVLProcessorKwargs(ProcessingKwargs, total=False):
-    """Call defaults of :class:`KimiVLProcessor`: no padding unless asked."""
+    """Call defaults of [`KimiVLProcessor`][vlm_collate.testing.families.kimi_vl.KimiVLProcessor]:
+    no padding unless asked."""
 
     # A TypedDict body: a plain assignment, as transformers' own processors write it.
     _defaults = {"text_kwargs": {"padding": False}, "images_kwargs": {}}  # noqa: RUF012
@@ -160,7 +163,8 @@ class KimiVLProcessor(ProcessorMixin):
     texts with the remaining keyword arguments.
 
     Args:
-        image_processor: A :class:`KimiVLImageProcessor`.
+        image_processor: A
+        [`KimiVLImageProcessor`][vlm_collate.testing.families.kimi_vl.KimiVLImageProcessor].
         tokenizer: The tokenizer, holding Kimi's control tokens.
         chat_template: The Kimi-VL chat template.
     """

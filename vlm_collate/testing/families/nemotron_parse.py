@@ -17,7 +17,7 @@ code uses OpenCV's.
 The Mistral v3 SentencePiece vocabulary stands in for the checkpoint's
 mBART-style one: ``<s>`` / ``</s>`` / ``<unk>`` / ``<pad>`` as there, the
 task tokens added as special tokens, and ``<s> ... </s>`` added around every
-text (the BART convention; the seed collate function relies on the tokenizer
+text (the BART convention; NeMo Automodel's collate function relies on the tokenizer
 to close the target). Pages are 40 x 32 pixels instead of 2048 x 1648.
 """
 
