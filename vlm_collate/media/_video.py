@@ -88,7 +88,7 @@ def frame_indices(
 ) -> list[int]:
     """Evenly spaced frame indices.
 
-    ``nframes`` wins over ``fps``; with neither, every frame is kept (as the
+    ``nframes`` wins over ``fps``; with neither, every frame is kept (as
     NeMo Automodel did). The count is a multiple of ``factor`` (Qwen needs 2) and at
     most ``max_frames``; short videos repeat their last frame to reach ``factor``.
     """
