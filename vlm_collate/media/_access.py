@@ -48,7 +48,7 @@ MAX_SAMPLING_RATE = 768_000
 
 _URL_SCHEMES = ("http", "https", "ftp")
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]*):")
-_BASE64 = re.compile(r"[A-Za-z0-9+/_\-]+={0,2}")
+_BASE64 = re.compile(r"[A-Za-z0-9+/=_\-\s]+")
 # A string this long made only of base64 characters is data, not a file name.
 _BASE64_MIN_LENGTH = 64
 
@@ -395,7 +395,7 @@ def _checked_file(
 
 
 def _stat_problem(name: str, kind: str, exc: OSError) -> str:
-    if _BASE64.fullmatch(name) and len(name) >= _BASE64_MIN_LENGTH:
+    if _looks_like_base64(name):
         return (
             f"the {kind} reference looks like raw base64 data, not a path; use a data: URI or bytes"
         )
@@ -404,6 +404,17 @@ def _stat_problem(name: str, kind: str, exc: OSError) -> str:
     if exc.errno == errno.ENOENT:
         return f"{kind} file {_short(name)!r} does not exist"
     return f"cannot access {kind} file {_short(name)!r}: {exc.strerror or exc}"
+
+
+def _looks_like_base64(text: str) -> bool:
+    """Long, only base64 characters, and mixed case with digits, as encoded binary always is."""
+    return (
+        len(text) >= _BASE64_MIN_LENGTH
+        and _BASE64.fullmatch(text) is not None
+        and any(char.isupper() for char in text)
+        and any(char.islower() for char in text)
+        and any(char.isdigit() for char in text)
+    )
 
 
 def _inside(path: Path, root: Path) -> bool:
