@@ -213,11 +213,11 @@ class MediaSource:
 
     def open(self, location: Location | None = None) -> IO[bytes]:
         """A binary stream of the medium; a file is opened without blocking and re-checked."""
-        if self.data is not None:
-            return io.BytesIO(self.data)
+        if self.data is not None or self.path is None:
+            return io.BytesIO(self.data or b"")
         where = dict(location or {})
         try:
-            handle = os.open(os.fspath(self.path), os.O_RDONLY | os.O_NONBLOCK)
+            handle = os.open(self.path, os.O_RDONLY | os.O_NONBLOCK)
         except OSError as exc:
             msg = f"cannot open media file {self.name!r}: {exc.strerror or exc}"
             raise MediaError(msg, **where) from exc
