@@ -180,7 +180,11 @@ def _check_label_keys(message: Mapping[str, Any], sample: int, position: int) ->
 def _copy_item(
     item: Any, sample: int, message: int, index: int, media: _ItemMedia
 ) -> dict[str, Any]:
-    location = {"sample_index": sample, "message_index": message, "item_index": index}
+    location: dict[str, int | None] = {
+        "sample_index": sample,
+        "message_index": message,
+        "item_index": index,
+    }
     if not isinstance(item, Mapping):
         msg = f"a content item must be a mapping with a 'type' (got {type(item).__name__})"
         raise SampleTypeError(msg, **location)
@@ -265,7 +269,7 @@ def _check_size_options(
             msg = f"'{key}' must be a positive int (got {value!r})"
             raise SampleTypeError(msg, **location)
         bound = limit if key in _PIXEL_OPTIONS else math.isqrt(limit) * 4
-        if not 0 < value <= bound:
+        if not 0 < int(value) <= bound:
             msg = f"'{key}' must be an int in 1..{bound} for this {kind} (got {value!r})"
             raise MediaError(msg, **location)
     height, width = item.get("resized_height"), item.get("resized_width")

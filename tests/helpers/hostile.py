@@ -57,7 +57,12 @@ def _vm_bytes() -> int:
 
 
 def _child(call: Callable[[], Any], extra_mb: int, write_end: int) -> None:
+    import torch
+
     from vlm_collate.errors import VLMCollateError
+
+    # A forked child must not enter the parent's OpenMP pool: it can deadlock.
+    torch.set_num_threads(1)
 
     limit = _vm_bytes() + extra_mb * 2**20
     resource.setrlimit(resource.RLIMIT_AS, (limit, limit))

@@ -394,3 +394,53 @@ class TestPretokenize:
         access = MediaAccess(roots=[tmp_path])
         with pytest.raises(MediaError, match="^sample 0, message 0, item 0: image file 'red.png'"):
             pretokenize(self.dataset(), collator, media_access=access)
+
+
+FAMILY_PROCESSORS = (
+    "qwen3_omni",
+    "nemotron_omni",
+    "phi4_mm",
+    "kimi_k25",
+    "llava_onevision",
+    "gemma4",
+)
+
+
+@pytest.fixture(scope="module")
+def family_collators():
+    from vlm_collate.testing import build_processor
+
+    return {name: vc.collator_for(build_processor(name)) for name in FAMILY_PROCESSORS}
+
+
+class TestEveryFamily:
+    """Every family's collator applies the policy before its own media readers run."""
+
+    @pytest.mark.parametrize("name", FAMILY_PROCESSORS)
+    @pytest.mark.parametrize("kind", ["image", "video", "audio"])
+    def test_url_refused_without_a_request(self, family_collators, server, name, kind):
+        """A URL in any media item is a MediaError naming the item; the server sees nothing."""
+        sample = item_sample({"type": kind, kind: server.url("/ok.png")})
+        with pytest.raises(MediaError, match="URLs are refused by default") as caught:
+            family_collators[name]([sample])
+        where = (caught.value.sample_index, caught.value.message_index, caught.value.item_index)
+        assert ((0, 0, 0), []) == (where, server.requests)
+
+    @pytest.mark.parametrize("name", ["phi4_mm", "nemotron_omni"])
+    def test_top_level_audio_follows_the_policy(self, family_collators, server, name):
+        """The seed's example['audio'] is read under the collator's policy too."""
+        sample = {**item_sample({"type": "text", "text": "Hi"}), "audio": server.url("/a.wav")}
+        with pytest.raises(MediaError, match="URLs are refused by default"):
+            family_collators[name]([sample])
+        assert [] == server.requests
+
+    @pytest.mark.parametrize("name", ["phi4_mm", "nemotron_omni"])
+    def test_top_level_audio_fifo(self, family_collators, tmp_path, name):
+        """A FIFO as example['audio'] is refused without being opened."""
+        os.mkfifo(tmp_path / "pipe.wav")
+        sample = {
+            **item_sample({"type": "text", "text": "Hi"}),
+            "audio": str(tmp_path / "pipe.wav"),
+        }
+        with pytest.raises(MediaError, match="not a regular file"):
+            family_collators[name]([sample])

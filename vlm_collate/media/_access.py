@@ -49,7 +49,7 @@ MAX_SAMPLING_RATE = 768_000
 
 _URL_SCHEMES = ("http", "https", "ftp")
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]*):")
-_BASE64 = re.compile(r"[A-Za-z0-9+/_\-]+={0,2}")
+_BASE64 = re.compile(r"[A-Za-z0-9+/=_\-\s]+")
 # A string this long made only of base64 characters is data, not a file name.
 _BASE64_MIN_LENGTH = 64
 
@@ -215,11 +215,11 @@ class MediaSource:
 
     def open(self, location: Location | None = None) -> IO[bytes]:
         """A binary stream of the medium; a file is opened without blocking and re-checked."""
-        if self.data is not None:
-            return io.BytesIO(self.data)
+        if self.data is not None or self.path is None:
+            return io.BytesIO(self.data or b"")
         where = dict(location or {})
         try:
-            handle = os.open(os.fspath(self.path), os.O_RDONLY | os.O_NONBLOCK)
+            handle = os.open(self.path, os.O_RDONLY | os.O_NONBLOCK)
         except OSError as exc:
             msg = f"cannot open media file {self.name!r}: {exc.strerror or exc}"
             raise MediaError(msg, **where) from exc
@@ -400,7 +400,7 @@ def _checked_file(
 
 
 def _stat_problem(name: str, kind: str, exc: OSError) -> str:
-    if _BASE64.fullmatch(name) and len(name) >= _BASE64_MIN_LENGTH:
+    if _looks_like_base64(name):
         return (
             f"the {kind} reference looks like raw base64 data, not a path; use a data: URI or bytes"
         )
@@ -409,6 +409,17 @@ def _stat_problem(name: str, kind: str, exc: OSError) -> str:
     if exc.errno == errno.ENOENT:
         return f"{kind} file {_short(name)!r} does not exist"
     return f"cannot access {kind} file {_short(name)!r}: {exc.strerror or exc}"
+
+
+def _looks_like_base64(text: str) -> bool:
+    """Long, only base64 characters, and mixed case with digits, as encoded binary always is."""
+    return (
+        len(text) >= _BASE64_MIN_LENGTH
+        and _BASE64.fullmatch(text) is not None
+        and any(char.isupper() for char in text)
+        and any(char.islower() for char in text)
+        and any(char.isdigit() for char in text)
+    )
 
 
 def _inside(path: Path, root: Path) -> bool:

@@ -161,7 +161,7 @@ def _check_rate(rate: Any, where: dict[str, Any]) -> None:
     if isinstance(rate, bool) or not isinstance(rate, numbers.Real):
         msg = f"the sampling rate must be a number (got {rate!r})"
         raise SampleTypeError(msg, **where)
-    if not (math.isfinite(rate) and 0 < rate <= MAX_SAMPLING_RATE):
+    if not (math.isfinite(float(rate)) and 0 < float(rate) <= MAX_SAMPLING_RATE):
         msg = (
             f"the sampling rate must be a positive number (got {rate!r}), finite and at most "
             f"{MAX_SAMPLING_RATE} Hz"

@@ -155,7 +155,7 @@ def video_options(
         if isinstance(value, bool) or not isinstance(value, numbers.Real):
             msg = f"'fps' must be a number of frames per second (got {value!r})"
             raise SampleTypeError(msg, **where)
-        if not (math.isfinite(value) and 0 < value <= _MAX_FPS):
+        if not (math.isfinite(float(value)) and 0 < float(value) <= _MAX_FPS):
             msg = f"'fps' must be a finite number in (0, {_MAX_FPS:g}] (got {value!r})"
             raise MediaError(msg, **where)
         chosen["fps"] = float(value)
