@@ -28,7 +28,7 @@ from ..labels import (
     SkipEmptyThink,
     with_fallbacks,
 )
-from ..media import Conversations, MediaStrategy, stack_media
+from ..media import Conversations, MediaStrategy, PlainMedia, stack_media
 from ..registry import register_collator
 from .kimi_vl import KimiTurnMarker, _max_length_padding
 
@@ -69,7 +69,7 @@ def expand_placeholders(
 
 
 @attrs.frozen(kw_only=True)
-class PreExpandedImages(MediaStrategy):
+class PreExpandedImages(PlainMedia):
     """Images for Kimi K2.5, finished as NeMo Automodel did: ``image_grid_hws`` beside
     ``grid_thws``.
 

@@ -27,7 +27,7 @@ import torch
 from .._samples import Sample
 from ..errors import ConfigurationError, MediaError, SampleTypeError
 from ._access import MAX_SAMPLING_RATE, MediaAccess, MediaSource, current_access, resolve_media
-from ._strategies import MediaStrategy, iter_media_items
+from ._strategies import PlainMedia, iter_media_items
 
 __all__ = [
     "DEFAULT_SAMPLING_RATE",
@@ -303,7 +303,7 @@ def _audio_source(item: Mapping[str, Any]) -> Any:
 
 
 @attrs.frozen(kw_only=True)
-class AudioMedia(MediaStrategy):
+class AudioMedia(PlainMedia):
     """Images and videos as given; every audio item becomes a waveform at ``sampling_rate``.
 
     Args:

@@ -209,24 +209,16 @@ def _frames_metadata(frames: Any, item: Mapping[str, Any]) -> Any:
     )
 
 
-class MediaStrategy(abc.ABC):  # noqa: B024 - a role to fill; its methods are the plain defaults
-    """Gathers media for the processor and finishes media entries of the batch."""
+class MediaStrategy(abc.ABC):
+    """Gathers media for the processor and finishes media entries of the batch.
 
+    A strategy implements [`gather`][vlm_collate.MediaStrategy.gather]; the
+    video reader and the finishing step are shared defaults it may override.
+    """
+
+    @abc.abstractmethod
     def gather(self, conversations: Conversations) -> dict[str, Any]:
-        """Return processor keyword arguments for the media in ``conversations``.
-
-        Video files are decoded with PyAV; every video comes with its
-        ``video_metadata`` so the processor knows the real frame rate.
-        """
-        gathered: dict[str, list[Any]] = {}
-        for location, item in iter_media_items(conversations):
-            kind = item["type"]
-            value = item.get(kind)
-            if kind == "video":
-                value, metadata = self.video(value, item, location)
-                gathered.setdefault("video_metadata", []).append(metadata)
-            gathered.setdefault(_PROCESSOR_KEYWORDS[kind], []).append(value)
-        return gathered
+        """Processor keyword arguments (``images``, ``videos``, ...) for ``conversations``."""
 
     def video(
         self, source: Any, item: Mapping[str, Any], location: dict[str, int]
@@ -283,9 +275,21 @@ def _cast(value: Any, dtype: torch.dtype) -> Any:
 class PlainMedia(MediaStrategy):
     """Media passed to the processor as the conversation gives them.
 
-    Images are the validated RGB copies; videos are paths, URLs or frame lists,
-    which the processor's video processor reads and samples itself.
+    Images are the validated RGB copies; video files are decoded here with
+    PyAV (within the media access policy), and every video comes with its
+    ``video_metadata`` so the processor knows the real frame rate.
     """
+
+    def gather(self, conversations: Conversations) -> dict[str, Any]:
+        gathered: dict[str, list[Any]] = {}
+        for location, item in iter_media_items(conversations):
+            kind = item["type"]
+            value = item.get(kind)
+            if kind == "video":
+                value, metadata = self.video(value, item, location)
+                gathered.setdefault("video_metadata", []).append(metadata)
+            gathered.setdefault(_PROCESSOR_KEYWORDS[kind], []).append(value)
+        return gathered
 
 
 @attrs.frozen(kw_only=True)
