@@ -86,6 +86,15 @@ class TestPublicNames:
         assert [] == private
 
 
+class TestAbstractBases:
+    @pytest.mark.parametrize("base", ["BaseCollator", "LabelStrategy", "MediaStrategy"])
+    def test_bases_are_abstract(self, base):
+        """The three roles a family fills are abstract classes."""
+        import inspect
+
+        assert inspect.isabstract(getattr(vc, base))
+
+
 class TestRooms:
     def test_no_underscore_name_crosses_a_room(self):
         """No module imports another room's underscore names or private modules."""
