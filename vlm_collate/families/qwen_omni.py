@@ -8,10 +8,11 @@ from typing import Any, Literal
 import attrs
 import numpy as np
 
+from .._deps import require
 from .._options import boolean, one_of, optional
 from .._pipeline import BaseCollator
 from .._samples import Sample
-from ..errors import ConfigurationError, MediaError, MissingDependencyError
+from ..errors import ConfigurationError, MediaError
 from ..labels import (
     ImStartMarker,
     LabelStrategy,
@@ -47,11 +48,10 @@ class QwenOmniUtilsMedia(QwenVLUtilsMedia):
     image_patch_size: int = 16
 
     def gather(self, conversations: Sequence[Sequence[Mapping[str, Any]]]) -> dict[str, Any]:
-        try:
-            from qwen_omni_utils import process_mm_info
-        except ImportError as exc:
-            msg = "QwenOmniUtilsMedia needs 'qwen-omni-utils': pip install qwen-omni-utils"
-            raise MissingDependencyError(msg) from exc
+        process_mm_info = require(
+            "qwen_omni_utils",
+            "QwenOmniUtilsMedia needs 'qwen-omni-utils': pip install qwen-omni-utils",
+        ).process_mm_info
         prepared, sources = self._prepare(conversations)
         audio, images, videos, video_kwargs = process_mm_info(
             prepared,

@@ -19,8 +19,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from .._deps import require
 from .._samples import count_media
-from ..errors import MissingDependencyError
 from ._access import MediaSource
 from ._video import read_video_item
 
@@ -314,11 +314,10 @@ class QwenVLUtilsMedia(MediaStrategy):
     max_frames: int = 768
 
     def gather(self, conversations: Conversations) -> dict[str, Any]:
-        try:
-            from qwen_vl_utils import process_vision_info
-        except ImportError as exc:
-            msg = "QwenVLUtilsMedia needs the 'qwen-vl-utils' package: pip install qwen-vl-utils"
-            raise MissingDependencyError(msg) from exc
+        process_vision_info = require(
+            "qwen_vl_utils",
+            "QwenVLUtilsMedia needs the 'qwen-vl-utils' package: pip install qwen-vl-utils",
+        ).process_vision_info
         prepared = [[dict(message) for message in conversation] for conversation in conversations]
         for location, item in iter_media_items(prepared):
             if item["type"] == "video":

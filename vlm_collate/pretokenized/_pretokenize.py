@@ -26,10 +26,10 @@ import attrs
 import numpy as np
 import torch
 
+from .._deps import require
 from .._report import DroppedSample
 from ..errors import (
     BatchError,
-    MissingDependencyError,
     SampleError,
     SampleTypeError,
     relocated,
@@ -51,12 +51,7 @@ _DTYPES = {
 
 
 def _datasets() -> Any:
-    try:
-        import datasets
-    except ImportError as exc:
-        msg = "pretokenize needs the 'datasets' package: pip install datasets"
-        raise MissingDependencyError(msg) from exc
-    return datasets
+    return require("datasets", "pretokenize needs the 'datasets' package: pip install datasets")
 
 
 def stored_columns() -> dict[str, str]:

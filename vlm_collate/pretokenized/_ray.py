@@ -14,8 +14,9 @@ from typing import Any
 import attrs
 import torch
 
+from .._deps import require
 from .._pipeline import BaseCollator
-from ..errors import ConfigurationError, MissingDependencyError
+from ..errors import ConfigurationError
 from ._pretokenize import stored_rows
 from ._shards import stored_table
 
@@ -23,12 +24,7 @@ __all__ = ["pretokenize_ray"]
 
 
 def _ray_data() -> Any:
-    try:
-        import ray.data
-    except ImportError as exc:
-        msg = "pretokenize_ray needs Ray Data: pip install 'vlm-collate[ray]'"
-        raise MissingDependencyError(msg) from exc
-    return ray.data
+    return require("ray.data", "pretokenize_ray needs Ray Data: pip install 'vlm-collate[ray]'")
 
 
 def build_collator(

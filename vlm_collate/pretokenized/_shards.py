@@ -28,8 +28,9 @@ import attrs
 import numpy as np
 import torch
 
+from .._deps import require
 from .._pipeline import BaseCollator, DroppedSample
-from ..errors import ConfigurationError, MissingDependencyError
+from ..errors import ConfigurationError
 from ..labels import IGNORE_INDEX, tokenizer_of
 from ..media import PIXEL_KEYS
 from ._collator import PreTokenizedCollator
@@ -46,13 +47,9 @@ _PROCESSOR_CHECKED = ("vocab_size", "tokenizer_hash")
 
 
 def _pyarrow() -> Any:
-    try:
-        import pyarrow
-        import pyarrow.parquet
-    except ImportError as exc:
-        msg = "Parquet shards need pyarrow: pip install 'vlm-collate[parquet]'"
-        raise MissingDependencyError(msg) from exc
-    return pyarrow
+    hint = "Parquet shards need pyarrow: pip install 'vlm-collate[parquet]'"
+    require("pyarrow.parquet", hint)  # a submodule the callers reach as pyarrow.parquet
+    return require("pyarrow", hint)
 
 
 def arrow_schema() -> Any:

@@ -20,7 +20,8 @@ from typing import Any
 
 import attrs
 
-from ..errors import ConfigurationError, MissingDependencyError
+from .._deps import require
+from ..errors import ConfigurationError
 
 __all__ = ["RawRow", "media_base", "read_rows"]
 
@@ -180,11 +181,7 @@ def _element_lines(text: str, count: int) -> list[int]:
 
 
 def _parquet(path: pathlib.Path) -> Iterator[RawRow]:
-    try:
-        import pyarrow.parquet as parquet
-    except ImportError as exc:
-        msg = "reading Parquet needs pyarrow: pip install pyarrow"
-        raise MissingDependencyError(msg) from exc
+    parquet = require("pyarrow.parquet", "reading Parquet needs pyarrow: pip install pyarrow")
     try:
         handle = parquet.ParquetFile(path)
     except Exception as exc:  # pyarrow raises ArrowInvalid, OSError, ... for a bad file
@@ -198,12 +195,9 @@ def _parquet(path: pathlib.Path) -> Iterator[RawRow]:
 
 
 def _datasets() -> Any:
-    try:
-        import datasets
-    except ImportError as exc:
-        msg = "reading a saved dataset needs the 'datasets' package: pip install datasets"
-        raise MissingDependencyError(msg) from exc
-    return datasets
+    return require(
+        "datasets", "reading a saved dataset needs the 'datasets' package: pip install datasets"
+    )
 
 
 def _dataset_rows(dataset: Any) -> Iterator[RawRow]:

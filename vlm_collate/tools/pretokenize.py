@@ -21,7 +21,8 @@ from typing import Any, TextIO
 
 import attrs
 
-from ..errors import ConfigurationError, MissingDependencyError
+from .._deps import require
+from ..errors import ConfigurationError
 
 __all__ = ["add_parser", "padding_estimate", "run"]
 
@@ -226,11 +227,9 @@ def _run_datasets(
     options: argparse.Namespace,
     progress: Progress,
 ) -> None:
-    try:
-        import datasets
-    except ImportError as exc:
-        msg = "--engine datasets needs the 'datasets' package: pip install datasets"
-        raise MissingDependencyError(msg) from exc
+    datasets = require(
+        "datasets", "--engine datasets needs the 'datasets' package: pip install datasets"
+    )
     from ..pretokenized import pretokenize
 
     datasets.disable_progress_bars()  # the command draws its own
@@ -247,11 +246,7 @@ def _run_datasets(
 def _ray_batches(
     samples: Sequence[Any], todo: Sequence[int], collator: Any, options: argparse.Namespace
 ) -> Iterator[Any]:
-    try:
-        import ray
-    except ImportError as exc:
-        msg = "--engine ray needs Ray Data: pip install 'vlm-collate[ray]'"
-        raise MissingDependencyError(msg) from exc
+    ray = require("ray", "--engine ray needs Ray Data: pip install 'vlm-collate[ray]'")
     from ..pretokenized import pretokenize_ray
 
     if not ray.is_initialized():  # RAY_ADDRESS, when set, joins a running cluster instead
