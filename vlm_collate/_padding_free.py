@@ -17,12 +17,12 @@ sample's first token from the previous sample.
 
 from __future__ import annotations
 
-import weakref
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
 
+from ._cache import ObjectCache
 from ._mrope import _AUDIO_MROPE_PROCESSORS, MROPE_PROCESSORS, MRopeIndex
 from ._padding import token_axis_keys
 from .errors import BatchError, ConfigurationError
@@ -45,7 +45,7 @@ RopeIndex = Callable[[Mapping[str, Any]], torch.Tensor]
 _IMAGE_KEYS = ("image_grid_thw",)
 _VIDEO_KEYS = ("video_grid_thw", "second_per_grid_ts")
 
-_DERIVED: weakref.WeakKeyDictionary[Any, MRopeIndex] = weakref.WeakKeyDictionary()
+_DERIVED = ObjectCache()
 
 
 def cu_seq_lens(lengths: Sequence[int]) -> torch.Tensor:
@@ -99,13 +99,9 @@ def rope_index_for(processor: Any, given: RopeIndex | None = None) -> RopeIndex 
     name = type(processor).__name__
     if name not in MROPE_PROCESSORS and name not in _AUDIO_MROPE_PROCESSORS:
         return None
-    try:
-        derived = _DERIVED.get(processor)
-    except TypeError:
-        return MRopeIndex.from_processor(processor)
-    if derived is None:
-        derived = _DERIVED[processor] = MRopeIndex.from_processor(processor)
-    return derived
+    return _DERIVED.get_or_compute(
+        processor, "rope index", lambda: MRopeIndex.from_processor(processor)
+    )
 
 
 def sample_positions(

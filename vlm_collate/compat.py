@@ -11,13 +11,13 @@ never labelled, even in rows cut by truncation.
 
 from __future__ import annotations
 
-import weakref
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import attrs
 import torch
 
+from ._cache import ObjectCache
 from ._padding import padded_side, token_axis_keys
 from ._padding_free import cu_seq_lens, segment_lengths, varlen_kwargs
 from ._pipeline import BaseCollator
@@ -95,7 +95,7 @@ class _HookedDefaultCollator(DefaultCollator):
         return self.post_tokenize(batch, self.processor)
 
 
-_CACHE: weakref.WeakKeyDictionary[Any, dict[Any, BaseCollator]] = weakref.WeakKeyDictionary()
+_CACHE = ObjectCache()
 
 
 # NeMo's dataset wrapper marks the placeholder images it adds with this key, and
@@ -111,13 +111,7 @@ def _cached(cls: type, processor: Any, **options: Any) -> Any:
     if issubclass(cls, BaseCollator):
         options.setdefault("trusted_keys", SEED_TRUSTED_KEYS)
     key = (cls, tuple(sorted((name, _hashable(value)) for name, value in options.items())))
-    try:
-        per_processor = _CACHE.setdefault(processor, {})
-    except TypeError:
-        return cls(processor=processor, **options)
-    if key not in per_processor:
-        per_processor[key] = cls(processor=processor, **options)
-    return per_processor[key]
+    return _CACHE.get_or_compute(processor, key, lambda: cls(processor=processor, **options))
 
 
 def _hashable(value: Any) -> Any:

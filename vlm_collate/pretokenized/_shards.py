@@ -15,12 +15,10 @@ silently mean other tokens.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
 import pathlib
-import weakref
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
@@ -28,6 +26,7 @@ import attrs
 import numpy as np
 import torch
 
+from .._cache import ObjectCache
 from .._deps import require
 from .._pipeline import BaseCollator, DroppedSample
 from ..errors import ConfigurationError
@@ -146,7 +145,7 @@ def _qualified(cls: type) -> str:
 
 # Hashing a 150k-token vocabulary takes a while; a tokenizer whose size and template are
 # unchanged keeps its hash (adding tokens changes its size).
-_HASHES: weakref.WeakKeyDictionary[Any, tuple[int, str, str]] = weakref.WeakKeyDictionary()
+_HASHES = ObjectCache()
 
 
 def tokenizer_hash(processor: Any) -> str:
@@ -156,12 +155,12 @@ def tokenizer_hash(processor: Any) -> str:
         tokenizer, "chat_template", None
     )
     template_text = json.dumps(_jsonable(template), sort_keys=True)
-    try:
-        cached = _HASHES.get(tokenizer)
-    except TypeError:  # not weakly referenceable
-        cached = None
-    if cached is not None and cached[:2] == (len(tokenizer), template_text):
-        return cached[2]
+    return _HASHES.get_or_compute(
+        tokenizer, (len(tokenizer), template_text), lambda: _hash(tokenizer, template_text)
+    )
+
+
+def _hash(tokenizer: Any, template_text: str) -> str:
     digest = hashlib.sha256()
     for token, index in sorted(tokenizer.get_vocab().items(), key=lambda item: item[1]):
         digest.update(f"{index}\t{token}\n".encode("utf-8", "surrogatepass"))
@@ -169,10 +168,7 @@ def tokenizer_hash(processor: Any) -> str:
     for index, token in sorted(added.items()):
         digest.update(f"added {index}\t{token}\n".encode("utf-8", "surrogatepass"))
     digest.update(template_text.encode("utf-8", "surrogatepass"))
-    result = "sha256:" + digest.hexdigest()
-    with contextlib.suppress(TypeError):
-        _HASHES[tokenizer] = (len(tokenizer), template_text, result)
-    return result
+    return "sha256:" + digest.hexdigest()
 
 
 def _processor_fields(processor: Any) -> dict[str, Any]:
