@@ -132,7 +132,7 @@ class TestManifest:
     def test_describes_collator_and_processor(self, directory, qwen_processor):
         """The manifest names the collator, processor, vocabulary size and label policy."""
         manifest = json.loads((directory / "manifest.json").read_text())
-        assert "vlm_collate.families.qwen_vl.Qwen25VLCollator" == manifest["collator"]["class"]
+        assert "vlm_collate.Qwen25VLCollator" == manifest["collator"]["class"]  # the public path
         assert "drop" == manifest["collator"]["options"]["special_tokens_in_text"]
         assert type(qwen_processor).__name__ == manifest["processor"]["class"]
         assert len(qwen_processor.tokenizer) == manifest["vocab_size"]

@@ -99,7 +99,9 @@ class TestPage:
     def test_weight_warning_sits_with_its_sample(self, tmp_path, monkeypatch):
         """The 'weight' keys warning is attached to the sample carrying weights, not its batch."""
         # The label policy says it once per process; let this process hear it again.
-        monkeypatch.setattr("vlm_collate.labels._policy._WARNED_IGNORED_WEIGHTS", [])
+        from vlm_collate._report import reset_warnings
+
+        reset_warnings()
         samples = [read_example()[0], read_example()[LABEL_CONTROL], read_example()[TEXT_ONLY]]
         image = samples[0]["conversation"][0]["content"][0]
         image["image"] = str(EXAMPLE.parent / image["image"])  # the copy is read from tmp_path
