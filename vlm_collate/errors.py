@@ -100,7 +100,9 @@ class SampleError(VLMCollateError, ValueError):
         self.detail = detail
         super().__init__(text)
 
-    def __reduce__(self):  # keep the indices across pickling (DataLoader workers)
+    def __reduce__(
+        self,
+    ) -> tuple[Any, tuple[Any, ...]]:  # keep the indices across pickling (DataLoader workers)
         return (
             _rebuild_sample_error,
             (type(self), self.detail, self.sample_index, self.message_index, self.item_index),
