@@ -71,7 +71,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _bench(arguments[1:])
     options = _parser().parse_args(arguments)
     try:
-        return options.run(options)
+        return cast("int", options.run(options))
     except VLMCollateError as exc:
         error(str(exc))
         return EXIT_ERROR
