@@ -594,19 +594,16 @@ class BaseCollator(abc.ABC):
         return padded_side(self._attention_mask(batch))
 
     def _attention_mask(self, batch: Mapping[str, Any]) -> torch.Tensor:
-        mask = batch.get("attention_mask")
+        mask: torch.Tensor | None = batch.get("attention_mask")
         if mask is None:
             return torch.ones_like(batch["input_ids"])
         return mask
 
     def _media_token_tensor(self) -> torch.Tensor:
-        return cast(
-            "torch.Tensor",
-            _MEDIA_IDS.get_or_compute(
-                self.processor,
-                "media token ids",
-                lambda: torch.tensor(sorted(media_token_ids(self.processor)), dtype=torch.long),
-            ),
+        return _MEDIA_IDS.get_or_compute(
+            self.processor,
+            "media token ids",
+            lambda: torch.tensor(sorted(media_token_ids(self.processor)), dtype=torch.long),
         )
 
     def _pad_value(self, key: str) -> int:

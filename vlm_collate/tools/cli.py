@@ -21,7 +21,7 @@ import pathlib
 import re
 import sys
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any, TextIO
+from typing import Any, TextIO, cast
 
 from .. import __version__
 from ..errors import ConfigurationError, VLMCollateError
