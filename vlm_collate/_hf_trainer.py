@@ -14,7 +14,10 @@ from __future__ import annotations
 
 import sys
 import warnings
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from types import FrameType
 
 from .errors import ConfigurationError
 from .registry import collator_for
@@ -54,7 +57,7 @@ def hf_trainer_collator(processor: Any, **options: Any) -> Any:
 
 def called_by_trainer() -> bool:
     """Whether a frame of ``transformers.Trainer``'s loops is on the current stack."""
-    frame = sys._getframe(1)
+    frame: FrameType | None = sys._getframe(1)
     for _ in range(_MAX_FRAMES):
         if frame is None:
             return False

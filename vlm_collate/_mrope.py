@@ -15,7 +15,7 @@ installed ``transformers`` exactly, including its future fixes.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 
 import attrs
 import torch
@@ -39,7 +39,8 @@ def _model_class(config: Any) -> type:
     from transformers.models.auto.modeling_auto import MODEL_MAPPING
 
     try:
-        model_class = MODEL_MAPPING[type(config)]
+        # The lazy mapping's stub returns a pair; its values are model classes.
+        model_class = cast("type[Any]", MODEL_MAPPING[type(config)])
     except KeyError:
         model_class = None
     if model_class is None or not hasattr(model_class, "get_rope_index"):
@@ -71,7 +72,7 @@ class MRopeIndex:
 
     def __attrs_post_init__(self) -> None:
         # A bare instance: the class's methods with this config, no module init, no weights.
-        model = object.__new__(_model_class(self.config))
+        model: Any = object.__new__(_model_class(self.config))
         model.__dict__["config"] = self.config
         object.__setattr__(self, "_model", model)
 
@@ -122,7 +123,7 @@ class MRopeIndex:
             second_per_grid_ts=sample.get("second_per_grid_ts"),
             **grids,
         )
-        return positions[:, 0]
+        return cast("torch.Tensor", positions[:, 0])
 
     def _token_types(self, input_ids: torch.Tensor) -> torch.Tensor:
         """Text 0, image 1, video 2, read from the placeholder ids when the processor gave none."""

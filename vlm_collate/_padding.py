@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any, Literal
 
 import torch
@@ -19,7 +19,7 @@ __all__ = [
 Side = Literal["left", "right"]
 
 
-def token_axis_keys(batch: Mapping[str, Any], *, exclude: Sequence[str] = ()) -> list[str]:
+def token_axis_keys(batch: Mapping[str, Any], *, exclude: Collection[str] = ()) -> list[str]:
     """Keys of 2-D tensors shaped like ``batch["input_ids"]`` (attention mask, labels, ...)."""
     shape = batch["input_ids"].shape
     return [

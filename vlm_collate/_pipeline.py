@@ -20,12 +20,13 @@ import abc
 import collections
 import contextlib
 import contextvars
+import functools
 import inspect
 import logging
 import re
 import typing
 from collections.abc import Iterator, Mapping, Sequence
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, cast
 
 import attrs
 import torch
@@ -55,7 +56,14 @@ from ._options import (
     to_pixel_dtype_or_auto,
     token_count_or_none,
 )
-from ._padding import padded_length, padded_side, repad, shift_for_next_token, token_axis_keys
+from ._padding import (
+    Side,
+    padded_length,
+    padded_side,
+    repad,
+    shift_for_next_token,
+    token_axis_keys,
+)
 from ._padding_free import check_padding_free, padding_free_batch
 from ._prepare import prepare_sample
 from ._report import CollateReport, DroppedSample, SampleWarning, warn_once
@@ -108,6 +116,15 @@ _FROM_FAMILY: Any = None
 _CURRENT_REPORT: contextvars.ContextVar[CollateReport] = contextvars.ContextVar("report")
 _SPECIAL_PATTERNS = ObjectCache()
 _MEDIA_IDS = ObjectCache()
+
+
+# attrs converters as plain functions: mypy's attrs plugin reads no classmethods.
+def _media_access(value: Any) -> MediaAccess:
+    return MediaAccess.coerce(value)
+
+
+def _label_policy(value: LabelPolicy | Mapping[str, Any] | None) -> LabelPolicy:
+    return LabelPolicy.coerce(value)
 
 
 @attrs.define(kw_only=True)
@@ -201,15 +218,19 @@ class BaseCollator(abc.ABC):
         default="raise", validator=one_of("raise", "drop")
     )
     max_image_pixels: int = attrs.field(default=DEFAULT_MAX_IMAGE_PIXELS, validator=positive_int)
-    media_access: MediaAccess = attrs.field(factory=MediaAccess, converter=MediaAccess.coerce)
-    processor_kwargs: Mapping[str, Any] = attrs.field(factory=dict, converter=to_dict)
+    media_access: MediaAccess = attrs.field(factory=MediaAccess, converter=_media_access)
+    # mypy's attrs plugin does not read attrs.Converter objects (takes_field=True).
+    processor_kwargs: Mapping[str, Any] = attrs.field(factory=dict, converter=to_dict)  # type: ignore[misc]
     trusted_keys: tuple[str, ...] = attrs.field(
-        default=(), converter=to_names, validator=subset_of(STEERING_KEYS)
+        default=(),
+        converter=to_names,  # type: ignore[misc]  # an attrs.Converter, see above
+        validator=subset_of(STEERING_KEYS),
     )
     label_strategy: LabelStrategy = _FROM_FAMILY
-    label_policy: LabelPolicy = attrs.field(factory=LabelPolicy, converter=LabelPolicy.coerce)
+    label_policy: LabelPolicy = attrs.field(factory=LabelPolicy, converter=_label_policy)
     media_strategy: MediaStrategy = _FROM_FAMILY
-    format: RowFormat = attrs.field(default="conversation", converter=format_converter)
+    # The attrs.field stub types the attribute by its default, not by the converter's result.
+    format: RowFormat = attrs.field(default="conversation", converter=format_converter)  # type: ignore[assignment]
     unknown_roles: UnknownRolesPolicy = attrs.field(
         default="raise", validator=one_of("raise", "warn", "drop", "allow")
     )
@@ -428,7 +449,7 @@ class BaseCollator(abc.ABC):
                     lengths[row],
                     self.max_length,
                     self.overlong,
-                    lambda row=row: self._cut_hits_media(batch, row, lengths[row]),
+                    functools.partial(self._cut_hits_media, batch, row, lengths[row]),
                 )
                 if problem is not None:
                     rejected[sample.index] = problem
@@ -459,7 +480,9 @@ class BaseCollator(abc.ABC):
             shift=self.shift_labels,
         )
         side_in = self._padded_side(batch)
-        side_out = self.padding_side or getattr(self.tokenizer, "padding_side", "right")
+        side_out = cast(
+            "Side", self.padding_side or getattr(self.tokenizer, "padding_side", "right")
+        )
         for key in keys:
             batch[key] = repad(
                 batch[key],
@@ -562,7 +585,7 @@ class BaseCollator(abc.ABC):
             placeholders = torch.isin(batch["input_ids"][row], vision_ids)
             batch["attention_mask"][row] = batch["attention_mask"][row].masked_fill(placeholders, 0)
 
-    def _padded_side(self, batch: Mapping[str, Any]) -> str:
+    def _padded_side(self, batch: Mapping[str, Any]) -> Side:
         """The side the processor padded on, read from the attention mask.
 
         Right-padded rows always start with a real token, so a padded first
@@ -571,7 +594,7 @@ class BaseCollator(abc.ABC):
         return padded_side(self._attention_mask(batch))
 
     def _attention_mask(self, batch: Mapping[str, Any]) -> torch.Tensor:
-        mask = batch.get("attention_mask")
+        mask: torch.Tensor | None = batch.get("attention_mask")
         if mask is None:
             return torch.ones_like(batch["input_ids"])
         return mask
@@ -612,7 +635,7 @@ class BaseCollator(abc.ABC):
     def _real_tokens(
         self, batch: Mapping[str, Any], row: int, length: int, key: str = "input_ids"
     ) -> torch.Tensor:
-        values = batch[key][row]
+        values: torch.Tensor = batch[key][row]
         side = self._padded_side(batch)
         return values[:length] if side == "right" else values[values.shape[0] - length :]
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 from .errors import TemplateError
 
@@ -47,7 +47,7 @@ def render(
         except Exception as exc:  # jinja errors vary by template; try the next owner
             errors.append(f"{type(owner).__name__}: {exc}")
             continue
-        return rendered[0] if isinstance(rendered, list) else rendered
+        return cast("str", rendered[0] if isinstance(rendered, list) else rendered)
     detail = "; ".join(errors) or "no chat template on the processor or its tokenizer"
     msg = f"cannot render the chat template ({detail})."
     raise TemplateError(msg)

@@ -12,7 +12,7 @@ never labelled, even in rows cut by truncation.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 import attrs
 import torch
@@ -138,8 +138,11 @@ def default_collate_fn(
     options = _seed_length_options(max_length, drop_overlong)
     if max_length is not None:
         options["padding"] = "max_length"
-    return _cached(_HookedDefaultCollator, processor, post_tokenize=_post_tokenize_hook, **options)(
-        examples
+    return cast(
+        "dict[str, torch.Tensor]",
+        _cached(_HookedDefaultCollator, processor, post_tokenize=_post_tokenize_hook, **options)(
+            examples
+        ),
     )
 
 
@@ -160,7 +163,7 @@ def qwen2_5_collate_fn(
 ) -> dict[str, torch.Tensor]:
     """NeMo Automodel's ``qwen2_5_collate_fn`` on
     [`Qwen25VLCollator`][vlm_collate.Qwen25VLCollator]."""
-    return _cached(Qwen25VLCollator, processor)(examples)
+    return cast("dict[str, torch.Tensor]", _cached(Qwen25VLCollator, processor)(examples))
 
 
 def qwen3_omni_collate_fn(
@@ -168,7 +171,10 @@ def qwen3_omni_collate_fn(
 ) -> dict[str, torch.Tensor]:
     """NeMo Automodel's ``qwen3_omni_collate_fn`` on
     [`Qwen3OmniCollator`][vlm_collate.Qwen3OmniCollator]."""
-    return _cached(Qwen3OmniCollator, processor, use_audio_in_video=use_audio_in_video)(examples)
+    return cast(
+        "dict[str, torch.Tensor]",
+        _cached(Qwen3OmniCollator, processor, use_audio_in_video=use_audio_in_video)(examples),
+    )
 
 
 def kimi_vl_collate_fn(
@@ -177,7 +183,7 @@ def kimi_vl_collate_fn(
     """NeMo Automodel's ``kimi_vl_collate_fn``: overlong samples dropped, rows padded to
     max_length."""
     options = {} if max_length is None else {"max_length": max_length, "drop_overlong": True}
-    return _cached(KimiVLCollator, processor, **options)(examples)
+    return cast("dict[str, torch.Tensor]", _cached(KimiVLCollator, processor, **options)(examples))
 
 
 def kimi_k25_vl_collate_fn(
@@ -192,7 +198,9 @@ def kimi_k25_vl_collate_fn(
     padding) unless ``drop_overlong`` drops them.
     """
     options = _seed_length_options(max_length, drop_overlong)
-    return _cached(KimiK25VLCollator, processor, **options)(examples)
+    return cast(
+        "dict[str, torch.Tensor]", _cached(KimiK25VLCollator, processor, **options)(examples)
+    )
 
 
 def llava_onevision_collate_fn(
@@ -200,7 +208,7 @@ def llava_onevision_collate_fn(
 ) -> dict[str, torch.Tensor]:
     """NeMo Automodel's ``llava_onevision_collate_fn`` on
     [`LlavaOneVisionCollator`][vlm_collate.LlavaOneVisionCollator]."""
-    return _cached(LlavaOneVisionCollator, processor)(examples)
+    return cast("dict[str, torch.Tensor]", _cached(LlavaOneVisionCollator, processor)(examples))
 
 
 def nemotron_parse_collate_fn(
@@ -208,7 +216,10 @@ def nemotron_parse_collate_fn(
 ) -> dict[str, torch.Tensor]:
     """NeMo Automodel's ``nemotron_parse_collate_fn`` on
     [`NemotronParseCollator`][vlm_collate.NemotronParseCollator]."""
-    return _cached(NemotronParseCollator, processor, task_prompt=task_prompt)(examples)
+    return cast(
+        "dict[str, torch.Tensor]",
+        _cached(NemotronParseCollator, processor, task_prompt=task_prompt)(examples),
+    )
 
 
 def nemotron_omni_collate_fn(
@@ -219,16 +230,22 @@ def nemotron_omni_collate_fn(
 ) -> dict[str, torch.Tensor]:
     """NeMo Automodel's ``nemotron_omni_collate_fn`` on
     [`NemotronOmniCollator`][vlm_collate.NemotronOmniCollator]."""
-    return _cached(
-        NemotronOmniCollator, processor, max_length=max_length, max_video_frames=max_video_frames
-    )(examples)
+    return cast(
+        "dict[str, torch.Tensor]",
+        _cached(
+            NemotronOmniCollator,
+            processor,
+            max_length=max_length,
+            max_video_frames=max_video_frames,
+        )(examples),
+    )
 
 
 def phi4_mm_collate_fn(
     examples: Sequence[Mapping[str, Any]], processor: Any
 ) -> dict[str, torch.Tensor]:
     """NeMo Automodel's ``phi4_mm_collate_fn`` on [`Phi4MMCollator`][vlm_collate.Phi4MMCollator]."""
-    return _cached(Phi4MMCollator, processor)(examples)
+    return cast("dict[str, torch.Tensor]", _cached(Phi4MMCollator, processor)(examples))
 
 
 def gemma4_prefix_collate_fn(
@@ -236,7 +253,10 @@ def gemma4_prefix_collate_fn(
 ) -> dict[str, torch.Tensor]:
     """NeMo Automodel's ``gemma4_prefix_collate_fn`` on
     [`Gemma4Collator`][vlm_collate.Gemma4Collator]."""
-    return _cached(Gemma4Collator, processor, max_length=max_length)(examples)
+    return cast(
+        "dict[str, torch.Tensor]",
+        _cached(Gemma4Collator, processor, max_length=max_length)(examples),
+    )
 
 
 def gemma4_inject_thinking_prefix(
@@ -279,7 +299,10 @@ def pad_collate_fn(
     options: dict[str, Any] = {"pixel_dtype": torch.bfloat16}
     if max_length is not None:
         options.update(max_length=max_length, padding="max_length", overlong="truncate")
-    return _cached_plain(PreTokenizedCollator, processor, **options)(examples)
+    return cast(
+        "dict[str, torch.Tensor]",
+        _cached_plain(PreTokenizedCollator, processor, **options)(examples),
+    )
 
 
 # NeMo Automodel 0.7 takes these attn_implementation names for its flash-attention varlen layout.
@@ -288,14 +311,14 @@ PACKED_MASK_TYPES = ("block_causal", "document_ids", "flash_varlen")
 
 
 def neat_packed_vlm_collater(
-    batch: list[dict],
+    batch: list[dict[str, Any]],
     padding_idx: int = 0,
     max_length: int | None = None,
     attn_implementation: str | None = None,
     materialize_4d_mask: bool = True,
     *,
     packing: Any = None,
-) -> dict:
+) -> dict[str, Any]:
     """NeMo Automodel 0.7's ``neat_packed_vlm_collater`` on ``NeatPackedCollator``.
 
     The mask layout comes from ``packing`` (an object with NeMo's
@@ -384,11 +407,11 @@ def packed_sequence_metadata(document_ids: torch.Tensor) -> dict[str, Any]:
 
 
 def packed_sequence_thd_vlm_collater(
-    batch: list[dict],
+    batch: list[dict[str, Any]],
     padding_idx: int = 0,
     max_length: int | None = None,
     seq_lens_padding_value: int = -1000,
-) -> dict:
+) -> dict[str, Any]:
     """NeMo Automodel's THD collater (Transformer Engine, context parallelism) on our classes.
 
     Packs are padded to one length by [`NeatPackedCollator`][vlm_collate.NeatPackedCollator]
@@ -427,8 +450,8 @@ def _thd_lengths(pack: Mapping[str, Any], index: int, length: int) -> tuple[list
         msg = "a pack needs both 'seq_lens' and 'seq_lens_padded', or neither"
         raise SampleError(msg, sample_index=index)
     if "seq_lens" not in pack:
-        real = torch.bincount(torch.as_tensor(pack["attention_mask"]).long().reshape(-1))[1:]
-        real = real[real > 0].tolist() or [size]
+        counts = torch.bincount(torch.as_tensor(pack["attention_mask"]).long().reshape(-1))[1:]
+        real = counts[counts > 0].tolist() or [size]
         return real, [*real[:-1], real[-1] + length - sum(real)]
     real = torch.as_tensor(pack["seq_lens"]).long().reshape(-1).tolist()
     slots = torch.as_tensor(pack["seq_lens_padded"]).long().reshape(-1).tolist()

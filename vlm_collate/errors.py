@@ -28,7 +28,7 @@ location back from the traceback's last line.)
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, TypeVar
 
 __all__ = [
     "BatchError",
@@ -100,7 +100,9 @@ class SampleError(VLMCollateError, ValueError):
         self.detail = detail
         super().__init__(text)
 
-    def __reduce__(self):  # keep the indices across pickling (DataLoader workers)
+    def __reduce__(
+        self,
+    ) -> tuple[Any, tuple[Any, ...]]:  # keep the indices across pickling (DataLoader workers)
         return (
             _rebuild_sample_error,
             (type(self), self.detail, self.sample_index, self.message_index, self.item_index),
@@ -137,7 +139,12 @@ def _worker_location(
     return indices, last[found.end() :].rstrip("\n")  # type: ignore[return-value]
 
 
-def relocated(error: SampleError, sample_index: int | None, detail: str | None = None) -> Any:
+_SampleErrorT = TypeVar("_SampleErrorT", bound="SampleError")
+
+
+def relocated(
+    error: _SampleErrorT, sample_index: int | None, detail: str | None = None
+) -> _SampleErrorT:
     """The same error (class, message and item index) placed on the caller's ``sample_index``.
 
     A collator or helper that ran a sub-batch (one sample, a chunk of a file)

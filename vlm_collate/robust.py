@@ -105,7 +105,9 @@ class RobustCollator:
     ``None`` when it was the caller's batch.
     """
 
-    collator: Callable[[list[Any]], Any] = attrs.field(validator=is_callable)
+    # Called with the caller's own batch first, then with re-sampled lists.
+    collator: Callable[[Sequence[Any]], Any] = attrs.field(validator=is_callable)
+
     dataset: Any = attrs.field(validator=sequence_like, repr=False)
     max_retries: int = attrs.field(default=10, validator=non_negative_int)
     seed: int = attrs.field(default=0, validator=integer)
@@ -200,7 +202,7 @@ class RobustCollator:
 
 
 def make_robust_collate(
-    dataset: Any, collate_fn: Callable[[list[Any]], Any], max_retries: int = 10
+    dataset: Any, collate_fn: Callable[[Sequence[Any]], Any], max_retries: int = 10
 ) -> RobustCollator:
     """NeMo Automodel's ``make_robust_collate``: a [`RobustCollator`][vlm_collate.RobustCollator]
     with

@@ -177,7 +177,7 @@ class KimiK25VLCollator(BaseCollator):
         input_ids = encoded["input_ids"][0]
         mask = encoded.get("attention_mask")
         mask = torch.ones_like(input_ids) if mask is None else mask[0]
-        media = {
+        media: dict[str, torch.Tensor] = {
             key: encoded[key]
             for key in ("pixel_values", "grid_thws", "image_grid_thw")
             if key in encoded

@@ -52,9 +52,10 @@ class KimiTurnMarker(MarkerStrategy):
             name = type(tokenizer).__name__
             msg = f"KimiTurnMarker needs {missing} as single tokens; {name} lacks them."
             raise LabelStrategyError(msg)
+        found = {token: token_id for token, token_id in ids.items() if token_id is not None}
         role_ids = list(tokenizer.encode(self.role, add_special_tokens=False))
-        marker = [ids[self.start_token], *role_ids, ids[self.middle_token]]
-        return TurnMarkers(assistant_marker=marker, end_of_turn_id=ids[self.end_token])
+        marker = [found[self.start_token], *role_ids, found[self.middle_token]]
+        return TurnMarkers(assistant_marker=marker, end_of_turn_id=found[self.end_token])
 
 
 def _max_length_padding(collator: BaseCollator) -> str:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import attrs
 import torch
@@ -20,6 +20,10 @@ __all__ = ["DEFAULT_TASK_PROMPT", "NemotronParseCollator", "PromptPrefixMask"]
 
 #: Nemotron-Parse's full task: boxes, classes and markdown text.
 DEFAULT_TASK_PROMPT = "</s><s><predict_bbox><predict_classes><output_markdown>"
+_NO_START_TOKEN = (
+    "Nemotron-Parse needs a decoder start token, and the tokenizer has no "
+    "decoder_start_token_id, BOS or EOS; pass decoder_start_token_id."
+)
 
 
 @attrs.frozen(kw_only=True)
@@ -86,7 +90,7 @@ class NemotronParseCollator(BaseCollator):
     decoder_start_token_id: int | None = attrs.field(
         default=None, validator=non_negative_int_or_none
     )
-    padding_side: str = attrs.field(
+    padding_side: Literal["right"] = attrs.field(
         default="right", validator=one_of("right", why="Nemotron-Parse's decoder inputs")
     )
 
@@ -111,11 +115,7 @@ class NemotronParseCollator(BaseCollator):
             )
             raise ConfigurationError(msg)
         if self.start_token_id() is None:
-            msg = (
-                "Nemotron-Parse needs a decoder start token, and the tokenizer has no "
-                "decoder_start_token_id, BOS or EOS; pass decoder_start_token_id."
-            )
-            raise ConfigurationError(msg)
+            raise ConfigurationError(_NO_START_TOKEN)
 
     def start_token_id(self) -> int | None:
         """The decoder start token in effect."""
@@ -143,7 +143,10 @@ class NemotronParseCollator(BaseCollator):
                 mask.clone(),
             )
         else:
-            start = torch.full_like(tokens[:, :1], self.start_token_id())
+            start_id = self.start_token_id()
+            if start_id is None:  # checked when the collator is set up
+                raise ConfigurationError(_NO_START_TOKEN)
+            start = torch.full_like(tokens[:, :1], start_id)
             batch["decoder_input_ids"] = torch.cat([start, tokens[:, :-1]], dim=1)
             batch["decoder_attention_mask"] = torch.cat(
                 [torch.ones_like(mask[:, :1]), mask[:, :-1]], dim=1

@@ -96,7 +96,8 @@ class Phi4MMCollator(BaseCollator):
     }
     """
 
-    dropped_keys: tuple[str, ...] = attrs.field(default=_IMAGE_INPUTS, converter=to_names)
+    # mypy's attrs plugin does not read attrs.Converter objects (takes_field=True).
+    dropped_keys: tuple[str, ...] = attrs.field(default=_IMAGE_INPUTS, converter=to_names)  # type: ignore[misc]
 
     def default_label_strategy(self) -> LabelStrategy:
         return with_fallbacks(RoleTokenMarker())

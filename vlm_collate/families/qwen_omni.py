@@ -82,11 +82,13 @@ class QwenOmniUtilsMedia(QwenVLUtilsMedia):
         A soundtrack goes just before its video, so that qwen-omni-utils lists
         it where it would have read it (``None`` marks audio of no video).
         """
-        prepared, sources, videos = [], [], 0
+        prepared: list[list[dict[str, Any]]] = []
+        sources: list[int | None] = []
+        videos = 0
         for sample_index, conversation in enumerate(conversations):
-            messages = []
+            messages: list[dict[str, Any]] = []
             for message_index, message in enumerate(conversation):
-                items = []
+                items: list[dict[str, Any]] = []
                 content = message.get("content")
                 for item_index, item in enumerate(content if isinstance(content, list) else []):
                     location = {

@@ -129,7 +129,7 @@ def _check_counts(
             raise SampleError(msg, sample_index=index)
 
 
-def _placeholder_content(text: str, queues: dict[str, list[Any]], base: Any) -> str | list:
+def _placeholder_content(text: str, queues: dict[str, list[Any]], base: Any) -> str | list[Any]:
     """Text without placeholders stays a string; with them it becomes a list of items."""
     if not any(count_placeholders(text).values()):
         return text
@@ -209,7 +209,7 @@ class Conversation(RowFormat):
         )
         raise SampleError(msg, sample_index=index)
 
-    def _refuse_half_converted(self, row: Row, conversation: list, index: int | None) -> None:
+    def _refuse_half_converted(self, row: Row, conversation: list[Any], index: int | None) -> None:
         # Audio is left out: NeMo Automodel's top-level "audio" is read by Phi-4's collator.
         columns = [name for name in _VISUAL_COLUMNS if row.get(name) is not None]
         if not columns:
@@ -287,7 +287,7 @@ class ShareGPT(RowFormat):
         return value
 
 
-def _chat_messages(row: Row) -> list | None:
+def _chat_messages(row: Row) -> list[Any] | None:
     """``messages``, or ``prompt`` followed by ``completion`` (TRL's two-part rows)."""
     if _message_list(row.get("messages")):
         return list(row["messages"])
@@ -299,7 +299,7 @@ def _chat_messages(row: Row) -> list | None:
     return None
 
 
-def _item_types(messages: list) -> set[Any]:
+def _item_types(messages: list[Any]) -> set[Any]:
     return {
         item.get("type")
         for message in messages
@@ -309,7 +309,7 @@ def _item_types(messages: list) -> set[Any]:
     }
 
 
-def _has_text_placeholders(messages: list) -> bool:
+def _has_text_placeholders(messages: list[Any]) -> bool:
     return any(
         any(count_placeholders(text).values()) for message in messages for text in _text_of(message)
     )
@@ -369,7 +369,9 @@ class Messages(RowFormat):
             return {**media_item(kind, item[key], self.base), **_extras(item, kind, key)}
         return item
 
-    def _check_slots(self, messages: list, queues: dict[str, list[Any]], index: int | None) -> None:
+    def _check_slots(
+        self, messages: list[Any], queues: dict[str, list[Any]], index: int | None
+    ) -> None:
         for kind, given in queues.items():
             slots = sum(
                 1

@@ -39,7 +39,7 @@ Span = tuple[int, int]
 
 def has_generation_block(template: str | None) -> bool:
     """Return True when ``template`` holds a ``{% generation %}`` tag."""
-    return bool(template) and _GENERATION_TAG.search(template) is not None
+    return template is not None and bool(template) and _GENERATION_TAG.search(template) is not None
 
 
 @attrs.frozen(kw_only=True)

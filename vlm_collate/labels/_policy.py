@@ -108,7 +108,7 @@ def _to_roles(value: str | Iterable[str]) -> frozenset[str]:
     return cleaned
 
 
-def _check_turns(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
+def _check_turns(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
     if (isinstance(value, str) and value in ("all", "last")) or callable(value):
         return
     if isinstance(value, int) and not isinstance(value, bool) and value > 0:

@@ -14,8 +14,8 @@ from __future__ import annotations
 import abc
 import functools
 import logging
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, cast
 
 import attrs
 import torch
@@ -55,6 +55,10 @@ logger = logging.getLogger("vlm_collate.labels")
 Conversations = Sequence[Sequence[dict[str, Any]]]
 
 
+def _id_tuple(ids: Iterable[int]) -> tuple[int, ...]:
+    return tuple(ids)
+
+
 @attrs.frozen
 class TurnMarkers:
     """Token ids that delimit an assistant turn.
@@ -69,9 +73,9 @@ class TurnMarkers:
             with a newline; such a token then opens the answer and is trained.
     """
 
-    assistant_marker: tuple[int, ...] = attrs.field(converter=tuple)
+    assistant_marker: tuple[int, ...] = attrs.field(converter=_id_tuple)
     end_of_turn_id: int
-    merged_tail_ids: tuple[int, ...] = attrs.field(default=(), converter=tuple)
+    merged_tail_ids: tuple[int, ...] = attrs.field(default=(), converter=_id_tuple)
 
     def __attrs_post_init__(self) -> None:
         if not self.assistant_marker:
@@ -674,4 +678,4 @@ def is_blank(tokenizer: Any, token_id: int) -> bool:
     added = getattr(tokenizer, "added_tokens_decoder", {}) or {}
     if token_id in added:
         return False
-    return tokenizer.decode([token_id]).strip() == ""
+    return cast("str", tokenizer.decode([token_id])).strip() == ""

@@ -56,25 +56,25 @@ _BASE64_MIN_LENGTH = 64
 Location = Mapping[str, "int | None"]
 
 
-def _bool(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
+def _bool(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
     if not isinstance(value, bool):
         msg = f"'{attribute.name}' must be True or False (got {value!r})."
         raise ConfigurationError(msg)
 
 
-def _positive_int(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
+def _positive_int(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
         msg = f"'{attribute.name}' must be a positive int (got {value!r})."
         raise ConfigurationError(msg)
 
 
-def _non_negative_int(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
+def _non_negative_int(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         msg = f"'{attribute.name}' must be an int >= 0 (got {value!r})."
         raise ConfigurationError(msg)
 
 
-def _positive_seconds(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
+def _positive_seconds(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
     if (
         isinstance(value, bool)
         or not isinstance(value, numbers.Real)
@@ -86,7 +86,7 @@ def _positive_seconds(instance: Any, attribute: attrs.Attribute, value: Any) -> 
 
 
 def _choice(*allowed: str) -> Any:
-    def check(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
+    def check(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
         if value not in allowed:
             names = ", ".join(repr(name) for name in allowed)
             msg = f"'{attribute.name}' must be one of {names} (got {value!r})."

@@ -18,7 +18,7 @@ import math
 import numbers
 import os
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import attrs
 import numpy as np
@@ -28,6 +28,9 @@ from .._samples import Sample
 from ..errors import ConfigurationError, MediaError, SampleTypeError
 from ._access import MAX_SAMPLING_RATE, MediaAccess, MediaSource, current_access, resolve_media
 from ._strategies import PlainMedia, iter_media_items
+
+if TYPE_CHECKING:
+    from av.container import InputContainer
 
 __all__ = [
     "DEFAULT_SAMPLING_RATE",
@@ -68,7 +71,9 @@ def processor_sampling_rate(processor: Any) -> int:
         if isinstance(rate, numbers.Integral):
             break
         rate = getattr(getattr(processor, name, None), "sampling_rate", None)
-    return int(rate) if isinstance(rate, numbers.Integral) and rate > 0 else DEFAULT_SAMPLING_RATE
+    return (
+        int(rate) if isinstance(rate, numbers.Integral) and int(rate) > 0 else DEFAULT_SAMPLING_RATE
+    )
 
 
 def resample(waveform: np.ndarray, orig_rate: float, target_rate: float) -> np.ndarray:
@@ -110,7 +115,7 @@ def _phase_kernels(up: int, down: int, cutoff: float, half_width: int) -> torch.
         torch.tensor(_KAISER_BETA, dtype=torch.float64)
     )
     kernel = cutoff * torch.sinc(cutoff * distance) * window * inside
-    return kernel.to(torch.float32).unsqueeze(1)
+    return cast("torch.Tensor", kernel.to(torch.float32).unsqueeze(1))
 
 
 def load_waveform(
@@ -247,7 +252,11 @@ def _read_audio_file(source: MediaSource, where: dict[str, Any]) -> tuple[Any, i
 
     limit = source.access.max_audio_seconds
     try:
-        with source.open(where) as handle, av.open(handle) as container:
+        # A file object and no mode: av opens it for reading.
+        with (
+            source.open(where) as handle,
+            cast("InputContainer", av.open(handle)) as container,
+        ):
             stream = _audio_stream(container, source, where)
             rate = stream.rate or stream.codec_context.sample_rate
             _check_rate(rate, where)

@@ -345,6 +345,7 @@ class QwenVLUtilsMedia(MediaStrategy):
         source = item.get("video")
         if isinstance(source, list):
             return dict(item)  # frames as given
+        frames: Any
         if is_media_reference(source):
             decoded = read_video_item(
                 source, item, location, fps=self.fps, max_frames=self.max_frames, factor=2

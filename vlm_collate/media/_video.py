@@ -73,7 +73,9 @@ class DecodedVideo:
             height=int(height),
             duration=self.total_frames / self.source_fps if self.source_fps else None,
             video_backend="pyav",
-            frames_indices=np.asarray(self.indices),
+            # Video processors index the frames with these as an array; the
+            # dataclass annotation says list[int].
+            frames_indices=np.asarray(self.indices),  # type: ignore[arg-type]
         )
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import collections
 import logging
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import attrs
 import torch
@@ -37,7 +37,14 @@ from .._options import (
     to_pixel_dtype,
     token_count_or_none,
 )
-from .._padding import padded_length, padded_side, repad, shift_for_next_token, token_axis_keys
+from .._padding import (
+    Side,
+    padded_length,
+    padded_side,
+    repad,
+    shift_for_next_token,
+    token_axis_keys,
+)
 from .._padding_free import check_padding_free, flatten_padded, rope_index_for
 from .._report import CollateReport, DroppedSample
 from .._samples import require_batch
@@ -155,7 +162,7 @@ class PreTokenizedCollator:
         Each thread sees its own calls' reports, so a collator shared by
         several threads never hands one caller another call's report.
         """
-        return self._calls.get("report")
+        return cast("CollateReport | None", self._calls.get("report"))
 
     @last_report.setter
     def last_report(self, report: CollateReport | None) -> None:
@@ -175,12 +182,12 @@ class PreTokenizedCollator:
         return self.vocab_size if self.vocab_size is not None else vocabulary_size(self.processor)
 
     @property
-    def resolved_padding_side(self) -> str:
+    def resolved_padding_side(self) -> Side:
         """The padding side in effect: the option, else the tokenizer's, else right."""
         if self.padding_side is not None:
             return self.padding_side
         side = getattr(tokenizer_of(self.processor), "padding_side", None)
-        return side if side in ("left", "right") else "right"
+        return cast("Side", side) if side in ("left", "right") else "right"
 
     def __call__(self, examples: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         """Collate pre-tokenized ``examples`` into a batch of tensors."""

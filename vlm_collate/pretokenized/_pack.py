@@ -238,12 +238,13 @@ def pack(
     room: list[int] = []
     vocab_size = vocabulary_size(processor)
     for index, sample in enumerate(samples):
-        row = _real_tokens(_read(sample, index, vocab_size))
-        if not bool((row.tokens["labels"][1:] != IGNORE_INDEX).any()):
-            _report_empty(row, result)
+        real = _real_tokens(_read(sample, index, vocab_size))
+        if not bool((real.tokens["labels"][1:] != IGNORE_INDEX).any()):
+            _report_empty(real, result)
             continue
-        if _shifted_length(row) > pack_size:
-            row = _fit(row, pack_size, overlong, media_ids, result)
+        row: Row | None = real
+        if _shifted_length(real) > pack_size:
+            row = _fit(real, pack_size, overlong, media_ids, result)
         if row is not None:
             _place(row, bins, room, pack_size)
     weighted = any(WEIGHTS_KEY in row.tokens for rows in bins for row in rows)

@@ -74,7 +74,7 @@ def _document_positions(document_ids: torch.Tensor) -> torch.Tensor:
 
 def _position_rank(rows: Sequence[Mapping[str, Any]]) -> int:
     """1 for 1-D positions, 2 for mRoPE ``[3, S]``; a batch may not mix them."""
-    ranks = {row["position_ids"].dim() for row in rows}
+    ranks: set[int] = {row["position_ids"].dim() for row in rows}
     if len(ranks) > 1:
         msg = "'position_ids' mixes 1-D and mRoPE [3, S] packs in one batch"
         raise BatchError(msg)

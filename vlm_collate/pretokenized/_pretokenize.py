@@ -36,7 +36,7 @@ from ..errors import (
 )
 from ..formats import RowFormat, get_format
 from ..media import CONCATENATED_KEYS, PIXEL_KEYS, MediaAccess
-from ._collator import OPTIONAL_TOKEN_KEYS, REQUIRED_TOKEN_KEYS, WEIGHTS_KEY
+from ._validate import OPTIONAL_TOKEN_KEYS, REQUIRED_TOKEN_KEYS, WEIGHTS_KEY
 
 __all__ = ["PreTokenizedDataset", "pretokenize", "sample_from_row"]
 
@@ -119,7 +119,7 @@ def _conversation_of(example: Mapping[str, Any]) -> dict[str, Any]:
     return {**{k: v for k, v in example.items() if k != "images"}, "conversation": messages}
 
 
-def _stored(value: Any, key: str, index: int) -> tuple[np.ndarray, list[int]]:
+def _stored(value: Any, key: str, index: int) -> tuple[np.ndarray, np.ndarray]:
     if isinstance(value, (list, tuple)):
         shapes = {tuple(item.shape[1:]) for item in value}
         if len(shapes) != 1:
@@ -204,7 +204,7 @@ def _map_batch(
     *,
     collator: Any,
     row_format: RowFormat,
-) -> dict:
+) -> dict[str, Any]:
     if rank is not None and torch.get_num_threads() != 1:
         # A forked worker must not reuse the parent's OpenMP pool (it can deadlock),
         # and num_proc workers with one thread each do not oversubscribe the cores.
@@ -235,7 +235,7 @@ def sample_from_row(row: Mapping[str, Any]) -> dict[str, torch.Tensor]:
 
 
 @attrs.frozen
-class PreTokenizedDataset(Sequence):
+class PreTokenizedDataset(Sequence[Any]):
     """Pre-tokenized samples backed by a ``datasets.Dataset``, and the samples dropped on the way.
 
     It is a sequence (and so a map-style torch dataset): item ``i`` is the

@@ -41,8 +41,14 @@ MANIFEST = "manifest.json"
 FORMAT = "vlm_collate.pretokenized.shards"
 FORMAT_VERSION = 1
 # The fields a reader compares; a difference in any would mean other token ids or labels.
-_CHECKED = ("collator", "processor", "vocab_size", "tokenizer_hash", "label_policy")
-_PROCESSOR_CHECKED = ("vocab_size", "tokenizer_hash")
+_CHECKED: tuple[str, ...] = (
+    "collator",
+    "processor",
+    "vocab_size",
+    "tokenizer_hash",
+    "label_policy",
+)
+_PROCESSOR_CHECKED: tuple[str, ...] = ("vocab_size", "tokenizer_hash")
 
 
 def _pyarrow() -> Any:
@@ -566,7 +572,7 @@ def _check_schemas(directory: pathlib.Path, shards: Sequence[Mapping[str, Any]])
 
 
 @attrs.frozen(kw_only=True)
-class ParquetShards(torch.utils.data.IterableDataset):
+class ParquetShards(torch.utils.data.IterableDataset[dict[str, torch.Tensor]]):
     """Pre-tokenized samples streamed from Parquet shards, one row group at a time.
 
     An iterable torch dataset: iterating yields the mappings
@@ -657,7 +663,7 @@ class ParquetShards(torch.utils.data.IterableDataset):
     @property
     def source_indices(self) -> list[int]:
         """Source row of each kept sample, in reading order."""
-        return [index for index in self._column("source_index") for index in index]
+        return [index for indices in self._column("source_index") for index in indices]
 
     def lengths(self) -> list[int]:
         """Tokens of each kept sample, in reading order, read from one column only."""

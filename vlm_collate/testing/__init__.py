@@ -14,6 +14,8 @@ no network access. The Hypothesis strategies (also in
 
 from __future__ import annotations
 
+from typing import Any
+
 from ._processors import (
     FAMILIES,
     Builder,
@@ -48,7 +50,7 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str):
+def __getattr__(name: str) -> Any:
     # The Hypothesis strategies load on first use, so that this module imports
     # without hypothesis installed.
     if name in _STRATEGIES:

@@ -282,7 +282,7 @@ def _build_qwen2_vl(
         max_pixels=merged_patch_area * _MAX_MERGED_PATCHES_PER_VIDEO_FRAME,
         cap_pixels_per_frame=False,
     )
-    processor_class = getattr(transformers, spec.processor_class)
+    processor_class: type[transformers.ProcessorMixin] = getattr(transformers, spec.processor_class)
     return processor_class(
         image_processor=image_processor,
         tokenizer=tokenizer,
@@ -386,7 +386,9 @@ def _load_mistral_tokenizer() -> transformers.PreTrainedTokenizerBase:
     # LlamaTokenizer converts a SentencePiece model found as "tokenizer.model".
     with tempfile.TemporaryDirectory() as directory:
         shutil.copyfile(mistral_tokenizer_model(), pathlib.Path(directory, "tokenizer.model"))
-        tokenizer = transformers.LlamaTokenizer.from_pretrained(directory, local_files_only=True)
+        tokenizer: transformers.PreTrainedTokenizerBase = (
+            transformers.LlamaTokenizer.from_pretrained(directory, local_files_only=True)
+        )
     # The model's control pieces ([INST], [/INST], ...) already load as special
     # tokens; LLaVA-NeXT adds its image placeholder and a padding token.
     tokenizer.add_special_tokens(

@@ -176,7 +176,7 @@ def conversations(
     return messages
 
 
-_label_keys = st.one_of(
+_label_keys: st.SearchStrategy[dict[str, Any]] = st.one_of(
     st.just({}),
     st.just({}),
     st.fixed_dictionaries({"train": st.booleans()}),

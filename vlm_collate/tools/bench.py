@@ -36,8 +36,8 @@ import random
 import statistics
 import sys
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import Any, Literal
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any, Literal, cast
 
 import attrs
 import torch
@@ -111,6 +111,10 @@ class BenchSettings:
 # -- timing -------------------------------------------------------------------
 
 
+def _seconds(values: Iterable[float]) -> tuple[float, ...]:
+    return tuple(values)
+
+
 @attrs.frozen
 class Timing:
     """Wall-clock and CPU times of the timed runs of one candidate, in seconds.
@@ -119,8 +123,8 @@ class Timing:
     machine hardly changes it, so it is the steadier figure on a busy machine.
     """
 
-    wall: tuple[float, ...] = attrs.field(converter=tuple)
-    cpu: tuple[float, ...] = attrs.field(converter=tuple)
+    wall: tuple[float, ...] = attrs.field(converter=_seconds)
+    cpu: tuple[float, ...] = attrs.field(converter=_seconds)
 
     @property
     def median(self) -> float:
@@ -506,7 +510,10 @@ def _seed_label_lines(
         return [], None
 
     def seed_labels() -> torch.Tensor:
-        return seed_module.build_labels_from_template(input_ids, conversations, processor)
+        return cast(
+            "torch.Tensor",
+            seed_module.build_labels_from_template(input_ids, conversations, processor),
+        )
 
     identical = torch.equal(expected, seed_labels())
     timing = measure(seed_labels, repeat=runs, warmup=1)
@@ -662,7 +669,7 @@ def _entries(stats: pstats.Stats) -> Iterator[tuple[str, int, str, float]]:
 
 
 def _total(stats: pstats.Stats) -> float:
-    return stats.total_tt  # type: ignore[attr-defined]
+    return cast("float", stats.total_tt)  # type: ignore[attr-defined]
 
 
 def _cumulative(stats: pstats.Stats, file_suffix: str, function: str) -> float:

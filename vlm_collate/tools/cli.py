@@ -21,7 +21,7 @@ import pathlib
 import re
 import sys
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any, TextIO
+from typing import Any, TextIO, cast
 
 from .. import __version__
 from ..errors import ConfigurationError, VLMCollateError
@@ -71,7 +71,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _bench(arguments[1:])
     options = _parser().parse_args(arguments)
     try:
-        return options.run(options)
+        return cast("int", options.run(options))
     except VLMCollateError as exc:
         error(str(exc))
         return EXIT_ERROR

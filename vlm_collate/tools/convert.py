@@ -86,7 +86,7 @@ def converted_rows(
         yield Converted(row.index, row.where, sample=sample)
 
 
-def _moved(sample: Mapping[str, Any], source: pathlib.Path, target: pathlib.Path) -> dict:
+def _moved(sample: Mapping[str, Any], source: pathlib.Path, target: pathlib.Path) -> dict[str, Any]:
     messages = []
     for message in sample["conversation"]:
         content = message.get("content") if isinstance(message, Mapping) else None

@@ -181,7 +181,7 @@ def _page_data(inspection: Inspection, page_size: int) -> dict[str, Any]:
     }
 
 
-def _sample_data(view: SampleView, batch: int | None, thumbnails: dict[str, int]) -> dict:
+def _sample_data(view: SampleView, batch: int | None, thumbnails: dict[str, int]) -> dict[str, Any]:
     entry: dict[str, Any] = {
         "index": view.index,
         "batch": batch,

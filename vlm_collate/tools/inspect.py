@@ -28,7 +28,7 @@ import logging
 import os
 import pathlib
 from collections.abc import Iterator, Mapping, Sequence
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import attrs
 import torch
@@ -465,6 +465,8 @@ def _inspect_batch(
         except VLMCollateError as exc:
             raise _located(exc, chunk) from exc
         report = collator.last_report
+    if report is None:  # a collator call, raising or not, records its report
+        raise AssertionError("the collator recorded no report")  # pragma: no cover
     warnings = _warnings_by_sample(report, chunk)
     notes = tuple(_attach_notes(_loose_notes(logged, report), chunk, warnings))
     views = _row_views(collator, batch, report, chunk, warnings)
@@ -788,7 +790,10 @@ def _token_pieces(tokenizer: Any, ids: list[int]) -> list[str]:
 def _decode(tokenizer: Any, ids: list[int]) -> str:
     if not ids:
         return ""
-    return tokenizer.decode(ids, skip_special_tokens=False, clean_up_tokenization_spaces=False)
+    return cast(
+        "str",
+        tokenizer.decode(ids, skip_special_tokens=False, clean_up_tokenization_spaces=False),
+    )
 
 
 def _token_text(tokenizer: Any, token: int) -> str:

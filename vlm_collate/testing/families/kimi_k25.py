@@ -21,7 +21,7 @@ costs at most 16 tokens.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import transformers
 from transformers.feature_extraction_utils import BatchFeature
@@ -133,11 +133,11 @@ class KimiK25Processor(ProcessorMixin):
 
     def batch_decode(self, *args: Any, **kwargs: Any) -> list[str]:
         """The tokenizer's ``batch_decode``."""
-        return self.tokenizer.batch_decode(*args, **kwargs)
+        return cast("list[str]", self.tokenizer.batch_decode(*args, **kwargs))
 
     def decode(self, *args: Any, **kwargs: Any) -> str:
         """The tokenizer's ``decode``."""
-        return self.tokenizer.decode(*args, **kwargs)
+        return cast("str", self.tokenizer.decode(*args, **kwargs))
 
     @property
     def model_input_names(self) -> list[str]:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 import numpy as np
 import torch
@@ -214,11 +214,11 @@ class KimiVLProcessor(ProcessorMixin):
 
     def batch_decode(self, *args: Any, **kwargs: Any) -> list[str]:
         """The tokenizer's ``batch_decode``."""
-        return self.tokenizer.batch_decode(*args, **kwargs)
+        return cast("list[str]", self.tokenizer.batch_decode(*args, **kwargs))
 
     def decode(self, *args: Any, **kwargs: Any) -> str:
         """The tokenizer's ``decode``."""
-        return self.tokenizer.decode(*args, **kwargs)
+        return cast("str", self.tokenizer.decode(*args, **kwargs))
 
     @property
     def model_input_names(self) -> list[str]:
