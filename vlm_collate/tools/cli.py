@@ -131,6 +131,16 @@ def _add_inspect(commands: Any) -> None:
         ),
     )
     add_format_option(inspect)
+    _add_collator_options(inspect)
+    _add_bad_input_options(inspect)
+    _add_label_policy_options(inspect)
+    _add_output_options(inspect)
+    add_keep_going_option(inspect)
+    inspect.set_defaults(run=_inspect)
+
+
+def _add_collator_options(inspect: argparse.ArgumentParser) -> None:
+    """Which processor and collator settings ``inspect`` runs with."""
     inspect.add_argument(
         "--processor",
         default=DEFAULT_PROCESSOR,
@@ -152,6 +162,11 @@ def _add_inspect(commands: Any) -> None:
         default=True,
         help="pre-shift labels, the collator default (--no-shift: the Hugging Face convention)",
     )
+    inspect.add_argument("--pixel-dtype", metavar="DTYPE", help="e.g. float32, bfloat16 or auto")
+
+
+def _add_bad_input_options(inspect: argparse.ArgumentParser) -> None:
+    """The bad-input policies, worded as flags."""
     inspect.add_argument(
         "--empty-labels", choices=("raise", "warn", "drop"), default="warn", help="default: warn"
     )
@@ -177,7 +192,10 @@ def _add_inspect(commands: Any) -> None:
         help="policy for a role that is neither system/user/assistant/tool nor trained "
         "(default: warn)",
     )
-    inspect.add_argument("--pixel-dtype", metavar="DTYPE", help="e.g. float32, bfloat16 or auto")
+
+
+def _add_label_policy_options(inspect: argparse.ArgumentParser) -> None:
+    """The label policy: which turns, roles and tokens are trained."""
     policy = inspect.add_argument_group(
         "label policy", "which turns are trained (see docs: controlling what is trained)"
     )
@@ -213,6 +231,10 @@ def _add_inspect(commands: Any) -> None:
         action="store_true",
         help="build loss_weights and show each trained run's weight when it is not 1",
     )
+
+
+def _add_output_options(inspect: argparse.ArgumentParser) -> None:
+    """How much is shown, and where."""
     inspect.add_argument(
         "--limit", type=_positive, metavar="N", help="inspect only the first N samples"
     )
@@ -222,8 +244,6 @@ def _add_inspect(commands: Any) -> None:
     inspect.add_argument(
         "--no-color", action="store_true", help="plain text, trained spans as [[...]]"
     )
-    add_keep_going_option(inspect)
-    inspect.set_defaults(run=_inspect)
 
 
 def add_format_option(parser: argparse.ArgumentParser, default: str = "auto") -> None:
