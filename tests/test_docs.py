@@ -184,7 +184,8 @@ class TestSite:
         """An attrs collator is rendered with its keyword-only signature, types and defaults."""
         text = _visible_text((built_site / "api" / "index.html").read_text("utf-8"))
         assert (
-            "BaseCollator(\n    *,\n    processor: Any,\n    max_length: int | None = None," in text
+            "BaseCollator(\n    *,\n    processor: Processor,\n    max_length: int | None = None,"
+            in text
         )
         assert "shift_labels: bool = True," in text
         assert "label_policy: LabelPolicy = LabelPolicy()," in text

@@ -11,7 +11,7 @@ __all__ = ["require"]
 
 
 def require(module: str, hint: str) -> ModuleType:
-    """Import ``module``, or raise :class:`MissingDependencyError` with ``hint``.
+    """Import ``module``, or raise [`MissingDependencyError`][vlm_collate.MissingDependencyError].
 
     ``hint`` says who needs it and what to install, for example
     ``"Parquet shards need pyarrow: pip install 'vlm-collate[parquet]'"``.

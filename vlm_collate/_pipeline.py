@@ -170,7 +170,7 @@ class BaseCollator(abc.ABC):
             or a mapping of its options). The default trains every assistant
             turn, as NeMo Automodel does.
         media_strategy: Gathers and finishes media.
-        format: The row format of the samples (see [`vlm_collate.formats`][vlm_collate.formats]):
+        format: The row format of the samples (see `vlm_collate.formats`):
             ``"conversation"`` (the library's own, the default), ``"messages"``,
             ``"sharegpt"``, ``"llamafactory"``, ``"openai"``, ``"cauldron"``,
             ``"auto"`` or a [`RowFormat`][vlm_collate.formats.RowFormat].

@@ -212,7 +212,7 @@ def _frames_metadata(frames: Any, item: Mapping[str, Any]) -> Any:
 class MediaStrategy(abc.ABC):
     """Gathers media for the processor and finishes media entries of the batch.
 
-    A strategy implements [`gather`][vlm_collate.MediaStrategy.gather]; the
+    A strategy implements `gather`; the
     video reader and the finishing step are shared defaults it may override.
     """
 

@@ -203,7 +203,7 @@ def pack(
     or ``"truncate"`` it, unless the cut would remove media tokens, in which
     case it is dropped and reported.
 
-    Every sample is validated first (see [`vlm_collate.pretokenized`][vlm_collate.pretokenized];
+    Every sample is validated first (see `vlm_collate.pretokenized`;
     with ``processor``, ids are checked against its vocabulary). Positions
     whose ``attention_mask`` is 0 are padding and are left out of the
     documents. A sample that would train nothing once shifted (every

@@ -113,7 +113,7 @@ class NeatPackedCollator:
     indexed ``attention_mask`` whose documents are single runs, labels that are
     ``IGNORE_INDEX`` or a valid token id, integer
     ``position_ids``, finite pixels and grids that agree with ``n_images`` /
-    ``n_videos`` (see [`vlm_collate.pretokenized`][vlm_collate.pretokenized]).
+    ``n_videos`` (see `vlm_collate.pretokenized`).
         padding_free: Lay every document of every pack end to end in one row
             ``[1, total]`` without padding: ``position_ids`` as the packs give
             them (``[3, 1, total]`` for mRoPE packs), ``cu_seq_lens_q/k`` and

@@ -327,7 +327,7 @@ def pretokenize(
         batch_size: Rows handed to each ``map`` call.
         media_access: A [`MediaAccess`][vlm_collate.MediaAccess] (or a mapping of its
             options) replacing the collator's own media policy; None keeps it.
-        format: The rows' format (see [`vlm_collate.formats`][vlm_collate.formats]), for
+        format: The rows' format (see `vlm_collate.formats`), for
             example ``"sharegpt"`` or ``"auto"``; None uses the collator's
             ``format``.
     """

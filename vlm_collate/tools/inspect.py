@@ -239,7 +239,7 @@ def load_records(
     """Read and convert the rows of a data file; rows that fail carry their ``error``.
 
     Reads JSONL, a JSON array, Parquet, a saved ``datasets`` folder or a loading
-    script (see [`vlm_collate.tools.datafiles`][vlm_collate.tools.datafiles]); each row is
+    script (see `vlm_collate.tools.datafiles`); each row is
     converted from
     ``format`` to the library's own sample and its relative media paths are
     resolved against the data file's folder.
