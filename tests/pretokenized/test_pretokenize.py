@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import io
-
 import pytest
 import torch
 from PIL import Image
@@ -15,44 +13,10 @@ datasets = pytest.importorskip(
     "datasets", reason="needs the 'datasets' package: pip install datasets"
 )
 
+from tests.helpers.arrow_rows import conversation_features, exchange, png  # noqa: E402
 from vlm_collate.pretokenized import pretokenize, sample_from_row  # noqa: E402
 
-CONVERSATION_FEATURES = datasets.Features(
-    {
-        "conversation": datasets.List(
-            {
-                "role": datasets.Value("string"),
-                "content": datasets.List(
-                    {
-                        "type": datasets.Value("string"),
-                        "text": datasets.Value("string"),
-                        "image": datasets.Image(),
-                    }
-                ),
-            }
-        )
-    }
-)
-
-
-def exchange(question, answer, image=None):
-    """A one-turn sample whose content is always a list, as Arrow needs."""
-    user = [{"type": "text", "text": question}]
-    if image is not None:
-        user.insert(0, {"type": "image", "image": image})
-    return {
-        "conversation": [
-            {"role": "user", "content": user},
-            {"role": "assistant", "content": [{"type": "text", "text": answer}]},
-        ]
-    }
-
-
-def png(size, colour):
-    """A real PNG image, decoded, as datasets' Image feature gives it back."""
-    buffer = io.BytesIO()
-    Image.new("RGB", size, colour).save(buffer, format="PNG")
-    return Image.open(io.BytesIO(buffer.getvalue()))
+CONVERSATION_FEATURES = conversation_features(datasets)
 
 
 @pytest.fixture(scope="module")
