@@ -8,6 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
+from tests.helpers.packs import document_pack
 from vlm_collate import compat
 from vlm_collate.testing import build_processor, decoded_label_runs
 
@@ -173,25 +174,6 @@ class TestPreTokenizedAndRobust:
         batch = robust([broken, good[0]])
         runs = decoded_label_runs(batch["labels"], processor.tokenizer)
         assert all(row[0] in {f"Answer {index}.<|im_end|>" for index in range(4)} for row in runs)
-
-
-def document_pack(documents, pad=0, mrope=False):
-    """Shifted documents laid end to end with an indexed mask and ``pad`` trailing tokens."""
-    input_ids, labels, numbers, positions = [], [], [], []
-    for number, tokens in enumerate(documents, start=1):
-        input_ids += tokens[:-1]
-        labels += tokens[1:]
-        numbers += [number] * (len(tokens) - 1)
-        positions += list(range(len(tokens) - 1))
-    pack = {
-        "input_ids": torch.tensor(input_ids + [0] * pad),
-        "labels": torch.tensor(labels + [-100] * pad),
-        "attention_mask": torch.tensor(numbers + [0] * pad),
-        "position_ids": torch.tensor(positions + [0] * pad),
-    }
-    if mrope:
-        pack["position_ids"] = pack["position_ids"].expand(3, -1).clone()
-    return pack
 
 
 class TestNeatPackedParity:
